@@ -17,7 +17,12 @@ from videotgb.keyframes import (
 
 @pytest.mark.parametrize(
     ("indices", "expected"),
-    [([5], [5, 5, 5, 5]), ([3, 4, 5], [3, 3, 4, 5]), (list(range(32)), [3, 11, 19, 27]), (list(range(10, 20)), [10, 13, 15, 18])],
+    [
+        ([5], [5, 5, 5, 5]),
+        ([3, 4, 5], [3, 3, 4, 5]),
+        (list(range(32)), [3, 11, 19, 27]),
+        (list(range(10, 20)), [10, 13, 15, 18]),
+    ],
 )
 def test_documented_reduction_examples(indices, expected):
     assert reduce_to_k(indices, 32, 4) == expected

@@ -115,7 +115,10 @@ def test_saved_instructblip_folder_loads_with_only_the_bridge_new(tmp_path, mini
     reference.save_pretrained(tmp_path / "instructblip")
 
     model = VideoTGBForConditionalGeneration.from_blip_and_bert(
-        str(tmp_path / "instructblip"), str(minilm_path), num_candidate_frames=8, num_keyframes=2,
+        str(tmp_path / "instructblip"),
+        str(minilm_path),
+        num_candidate_frames=8,
+        num_keyframes=2,
         bridge_overrides={"flow_size": 32, "fusion_layer": 3},
     )
     assert model.config.qformer_text_input
@@ -137,7 +140,10 @@ def test_saved_blip2_t5_folder_loads_as_blip2_style(tmp_path, minilm_path):
     reference = Blip2ForConditionalGeneration(_reference_config(Blip2Config, T5)).eval()
     reference.save_pretrained(tmp_path / "blip2")
     model = VideoTGBForConditionalGeneration.from_blip_and_bert(
-        str(tmp_path / "blip2"), str(minilm_path), num_candidate_frames=8, num_keyframes=2,
+        str(tmp_path / "blip2"),
+        str(minilm_path),
+        num_candidate_frames=8,
+        num_keyframes=2,
         bridge_overrides={"flow_size": 32},
     )
     assert not model.config.qformer_text_input and not model.config.use_decoder_only_language_model

@@ -119,7 +119,9 @@ class VideoTGBBridgeConfig(PretrainedConfig):
                 f"({self.num_attention_heads})"
             )
         if (self.hidden_size // self.num_attention_heads) % 2:
-            raise ValueError(f"{name}: the head size {self.hidden_size // self.num_attention_heads} must be even (rotary)")
+            raise ValueError(
+                f"{name}: the head size {self.hidden_size // self.num_attention_heads} must be even (rotary)"
+            )
         if not 0 <= self.fusion_layer < self.num_hidden_layers:
             raise ValueError(
                 f"{name}.fusion_layer must be in [0, num_hidden_layers={self.num_hidden_layers}), got {self.fusion_layer}"

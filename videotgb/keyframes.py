@@ -178,10 +178,12 @@ def select_keyframes(
         `(batch, num_keyframes)` long tensor of sorted candidate indices (repeats allowed).
     """
     if (lengths < 1).any():
-        raise ValueError(f"every video needs at least one flow step to select keyframes, got lengths={lengths.tolist()}")
+        raise ValueError(
+            f"every video needs at least one flow step to select keyframes, got lengths={lengths.tolist()}"
+        )
     spans = draw_spans(start_logits, end_logits, lengths, num_spans, strategy=strategy, generator=generator)
     rows = []
-    for video_spans, length in zip(spans.tolist(), lengths.tolist()):
+    for video_spans, length in zip(spans.tolist(), lengths.tolist(), strict=True):
         candidates = spans_to_candidates(
             [tuple(pair) for pair in video_spans], int(length), num_candidates, end_inclusive=end_inclusive
         )

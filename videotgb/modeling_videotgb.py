@@ -99,9 +99,7 @@ class VideoTGBOutput(ModelOutput):
     language_model_outputs: ModelOutput | None = None
 
     def to_tuple(self) -> tuple:
-        return tuple(
-            self[key].to_tuple() if key == "language_model_outputs" else self[key] for key in self.keys()
-        )
+        return tuple(self[key].to_tuple() if key == "language_model_outputs" else self[key] for key in self.keys())
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -150,7 +148,9 @@ def span_targets_to_positions(span_targets: torch.Tensor, flow_lengths: torch.Te
     """
     lengths = flow_lengths.to(span_targets.device)[:, None]
     positions = torch.round(span_targets.float().clamp(0, 1) * (lengths - 1).clamp(min=0)).long()
-    ignored = torch.isnan(span_targets).any(-1) | (span_targets < 0).any(-1) | (flow_lengths.to(span_targets.device) < 1)
+    ignored = (
+        torch.isnan(span_targets).any(-1) | (span_targets < 0).any(-1) | (flow_lengths.to(span_targets.device) < 1)
+    )
     return positions.masked_fill(ignored[:, None], IGNORE_INDEX)
 
 
@@ -176,12 +176,16 @@ def merge_visual_prefix(
 
     Returns:
         `(batch, visual_tokens + text_length, hidden)` embeddings, the matching attention mask, and labels with
-        `IGNORE_INDEX` on visual positions (or `None`).
+        `IGNORE_INDEX` on visual positions and on each row's first text token (or `None`). Labels align with
+        `input_ids` as for any transformers causal LM, whose first token is never a target; here it would otherwise
+        become one, predicted from the last visual token (BLIP-2 likewise drops it).
     """
     batch_size, num_visual, hidden = visual_embeds.shape
     text_length = text_embeds.shape[1]
     present = text_mask.bool()
-    leading_pads = torch.where(present.any(1), present.int().argmax(1), torch.zeros_like(present[:, 0], dtype=torch.long))
+    leading_pads = torch.where(
+        present.any(1), present.int().argmax(1), torch.zeros_like(present[:, 0], dtype=torch.long)
+    )
     positions = torch.arange(num_visual + text_length, device=text_embeds.device)[None, :]
     lead = leading_pads[:, None]
     is_visual = (positions >= lead) & (positions < lead + num_visual)
@@ -197,7 +201,9 @@ def merge_visual_prefix(
     mask = torch.where(is_visual, gather(visual_mask.to(text_mask.dtype), visual_index), gather(text_mask, text_index))
     labels = None
     if text_labels is not None:
-        labels = torch.where(is_visual, torch.full_like(positions, IGNORE_INDEX), gather(text_labels, text_index))
+        first_text = positions == lead + num_visual
+        ignored = is_visual | first_text
+        labels = torch.where(ignored, torch.full_like(positions, IGNORE_INDEX), gather(text_labels, text_index))
     return embeds, mask, labels
 
 
@@ -308,7 +314,11 @@ class VideoTGBFlowEmbeddings(nn.Module):
         positions = torch.arange(steps + 2, device=flow.device)[None, :]
         is_eos = (positions == (flow_lengths[:, None] + 1))[..., None].to(steps_embeds.dtype)
         sequence = torch.cat(
-            [self.bos_embedding.expand(batch_size, 1, -1), steps_embeds, steps_embeds.new_zeros(batch_size, 1, steps_embeds.shape[-1])],
+            [
+                self.bos_embedding.expand(batch_size, 1, -1),
+                steps_embeds,
+                steps_embeds.new_zeros(batch_size, 1, steps_embeds.shape[-1]),
+            ],
             dim=1,
         )
         sequence = sequence * (1 - is_eos) + self.eos_embedding * is_eos
@@ -341,15 +351,19 @@ class VideoTGBBridgeSelfAttention(nn.Module):
         query_rotary: torch.Tensor,
         key_value_states: torch.Tensor | None = None,
         key_rotary: torch.Tensor | None = None,
+        output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Attention probabilities are returned only with `output_attentions`, which runs eager attention."""
         source = hidden_states if key_value_states is None else key_value_states
         key_rotary = query_rotary if key_rotary is None else key_rotary
         query = apply_rotary(self._heads(self.query(hidden_states)), query_rotary)
         key = apply_rotary(self._heads(self.key(source)), key_rotary)
         value = self._heads(self.value(source))
-        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward
-        )
+        attention_interface: Callable = eager_attention_forward
+        if not output_attentions:
+            attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
+                self.config._attn_implementation, eager_attention_forward
+            )
         output, weights = attention_interface(
             self,
             query,
@@ -379,8 +393,18 @@ class VideoTGBBridgeAttention(nn.Module):
         self.self = VideoTGBBridgeSelfAttention(config)
         self.output = VideoTGBBridgeSelfOutput(config)
 
-    def forward(self, hidden_states, attention_mask, query_rotary, key_value_states=None, key_rotary=None):
-        attended, weights = self.self(hidden_states, attention_mask, query_rotary, key_value_states, key_rotary)
+    def forward(
+        self,
+        hidden_states,
+        attention_mask,
+        query_rotary,
+        key_value_states=None,
+        key_rotary=None,
+        output_attentions=False,
+    ):
+        attended, weights = self.self(
+            hidden_states, attention_mask, query_rotary, key_value_states, key_rotary, output_attentions
+        )
         return self.output(attended, hidden_states), weights
 
 
@@ -427,12 +451,15 @@ class VideoTGBBridgeLayer(GradientCheckpointingLayer):
         question_states: torch.Tensor,
         question_mask: torch.Tensor,
         question_rotary: torch.Tensor,
+        output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        hidden_states, self_weights = self.attention(hidden_states, attention_mask, flow_rotary)
+        hidden_states, self_weights = self.attention(
+            hidden_states, attention_mask, flow_rotary, output_attentions=output_attentions
+        )
         cross_weights = None
         if self.has_cross_attention:
             hidden_states, cross_weights = self.crossattention(
-                hidden_states, question_mask, flow_rotary, question_states, question_rotary
+                hidden_states, question_mask, flow_rotary, question_states, question_rotary, output_attentions
             )
         hidden_states = self.output(self.intermediate(hidden_states), hidden_states)
         return hidden_states, self_weights, cross_weights
@@ -448,7 +475,10 @@ class VideoTGBBridgeEncoder(nn.Module):
         self.flow_rotary = VideoTGBRotaryTable(config.max_position_embeddings, head_dim)
         self.question_rotary = VideoTGBRotaryTable(config.max_text_positions, head_dim)
         self.layer = nn.ModuleDict(
-            {str(index): VideoTGBBridgeLayer(config, index) for index in range(config.first_layer, config.num_hidden_layers)}
+            {
+                str(index): VideoTGBBridgeLayer(config, index)
+                for index in range(config.first_layer, config.num_hidden_layers)
+            }
         )
 
 
@@ -524,7 +554,9 @@ class VideoTGBBridgeModel(VideoTGBBridgePreTrainedModel):
         if flow_mask is None:
             return torch.full((flow.shape[0],), flow.shape[1], dtype=torch.long, device=flow.device)
         if tuple(flow_mask.shape) != tuple(flow.shape[:2]):
-            raise ValueError(f"flow_mask must have shape (batch, steps) = {tuple(flow.shape[:2])}, got {tuple(flow_mask.shape)}")
+            raise ValueError(
+                f"flow_mask must have shape (batch, steps) = {tuple(flow.shape[:2])}, got {tuple(flow_mask.shape)}"
+            )
         mask = flow_mask.bool()
         lengths = mask.sum(-1)
         prefix = torch.arange(mask.shape[1], device=mask.device)[None, :] < lengths[:, None]
@@ -580,7 +612,13 @@ class VideoTGBBridgeModel(VideoTGBBridgePreTrainedModel):
         all_self, all_cross = ((), ()) if output_attentions else (None, None)
         for layer in self.encoder.layer.values():
             hidden_states, self_weights, cross_weights = layer(
-                hidden_states, self_mask, flow_rotary, question_states, question_mask, question_rotary
+                hidden_states,
+                self_mask,
+                flow_rotary,
+                question_states,
+                question_mask,
+                question_rotary,
+                output_attentions=output_attentions,
             )
             if output_hidden_states:
                 all_hidden += (hidden_states,)
@@ -611,14 +649,17 @@ class VideoTGBBridgeModel(VideoTGBBridgePreTrainedModel):
         """
         renamed = {}
         for key, value in state_dict.items():
-            key = key.removeprefix("bert.").replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
+            key = (
+                key.removeprefix("bert.")
+                .replace("LayerNorm.gamma", "LayerNorm.weight")
+                .replace("LayerNorm.beta", "LayerNorm.bias")
+            )
             renamed[key] = value
         own = self.state_dict()
         from_bert = [
             key
             for key in own
-            if (key.startswith("embeddings.") or key.startswith("encoder.layer."))
-            and ".crossattention." not in key
+            if (key.startswith("embeddings.") or key.startswith("encoder.layer.")) and ".crossattention." not in key
         ]
         missing = [key for key in from_bert if key not in renamed]
         if missing:
@@ -647,7 +688,7 @@ class VideoTGBPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _supports_flash_attn = False
-    _keep_in_fp32_modules = ["query_tokens"]
+    _keep_in_fp32_modules_strict = ["query_tokens"]
     _no_split_modules = [
         "InstructBlipAttention",
         "InstructBlipEncoderLayer",
@@ -729,7 +770,9 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
         """`save_pretrained`, also mapping `AutoModelForImageTextToText` to this class in remote-code checkpoints."""
         if self._auto_class is not None:
             auto_map = dict(getattr(self.config, "auto_map", None) or {})
-            auto_map.setdefault("AutoModelForImageTextToText", f"{type(self).__module__.rsplit('.', 1)[-1]}.{type(self).__name__}")
+            auto_map.setdefault(
+                "AutoModelForImageTextToText", f"{type(self).__module__.rsplit('.', 1)[-1]}.{type(self).__name__}"
+            )
             self.config.auto_map = auto_map
         return super().save_pretrained(save_directory, *args, **kwargs)
 
@@ -789,7 +832,9 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
                 f"{self.config.num_candidate_frames}"
             )
         if frame_mask is None:
-            frame_counts = torch.full((batch_size,), pixel_values.shape[1], dtype=torch.long, device=pixel_values.device)
+            frame_counts = torch.full(
+                (batch_size,), pixel_values.shape[1], dtype=torch.long, device=pixel_values.device
+            )
         else:
             if tuple(frame_mask.shape) != tuple(pixel_values.shape[:2]):
                 raise ValueError(
@@ -845,7 +890,10 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
         """
         config = self.config
         batch_size = frame_counts.shape[0]
-        rows = [bin_midpoints(int(n), config.num_keyframes) if n > 0 else [0] * config.num_keyframes for n in frame_counts.tolist()]
+        rows = [
+            bin_midpoints(int(n), config.num_keyframes) if n > 0 else [0] * config.num_keyframes
+            for n in frame_counts.tolist()
+        ]
         keyframes = torch.tensor(rows, dtype=torch.long, device=frame_counts.device)
         if flow is None:
             return keyframes, None
@@ -918,7 +966,13 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
         batch_size, num_frames = pixel_values.shape[:2]
         num_visual = config.num_visual_tokens
         device = self.language_projection.weight.device
-        features = torch.zeros(batch_size, num_visual, config.text_config.hidden_size, dtype=self.language_projection.weight.dtype, device=device)
+        features = torch.zeros(
+            batch_size,
+            num_visual,
+            config.text_config.hidden_size,
+            dtype=self.language_projection.weight.dtype,
+            device=device,
+        )
         has_frames = (frame_counts > 0).to(device)
         visual_mask = has_frames[:, None].long().expand(-1, num_visual).contiguous()
         if not has_frames.any():
@@ -996,13 +1050,17 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
                 frame_counts, flow, flow_mask, bridge_input_ids, bridge_attention_mask, strategy=selection_strategy
             )
         elif need_bridge and flow is not None:
-            bridge_output = self.run_bridge(flow, flow_mask, bridge_input_ids, bridge_attention_mask, input_ids.shape[0])
+            bridge_output = self.run_bridge(
+                flow, flow_mask, bridge_input_ids, bridge_attention_mask, input_ids.shape[0]
+            )
 
         text_embeds = self.get_input_embeddings()(input_ids)
         if pixel_values is None:
             visual = text_embeds.new_zeros(input_ids.shape[0], self.config.num_visual_tokens, text_embeds.shape[-1])
             visual_mask = torch.zeros(visual.shape[:2], dtype=torch.long, device=input_ids.device)
-            keyframe_indices = torch.zeros(input_ids.shape[0], self.config.num_keyframes, dtype=torch.long, device=input_ids.device)
+            keyframe_indices = torch.zeros(
+                input_ids.shape[0], self.config.num_keyframes, dtype=torch.long, device=input_ids.device
+            )
         else:
             visual, visual_mask = self.get_video_features(
                 pixel_values, keyframe_indices, frame_counts, qformer_input_ids, qformer_attention_mask
@@ -1260,7 +1318,11 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
         bridge_fields["fusion_layer"] = bert_config.num_hidden_layers // 2
         bridge_fields.update(bridge_overrides or {})
 
-        config_fields = {key: config_and_loading_kwargs.pop(key) for key in list(config_and_loading_kwargs) if key in VideoTGBConfig.__dataclass_fields__}
+        config_fields = {
+            key: config_and_loading_kwargs.pop(key)
+            for key in list(config_and_loading_kwargs)
+            if key in VideoTGBConfig.__dataclass_fields__
+        }
 
         def sub_config(config) -> dict:
             fields = config.to_dict()
@@ -1291,7 +1353,10 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
         if loading_info["unexpected_keys"]:
             logger.warning("ignored weights of %s: %s", vlm_name_or_path, sorted(loading_info["unexpected_keys"])[:10])
         bridge_dtype = model.bridge.span_head.weight.dtype
-        bert_weights = {key: value.to(bridge_dtype) for key, value in load_safetensors_state_dict(bert_name_or_path, **hub_kwargs).items()}
+        bert_weights = {
+            key: value.to(bridge_dtype)
+            for key, value in load_safetensors_state_dict(bert_name_or_path, **hub_kwargs).items()
+        }
         new_keys = model.bridge.load_bert_weights(bert_weights)
         logger.info("bridge weights newly initialised (not in %s): %s", bert_name_or_path, new_keys)
         return model
