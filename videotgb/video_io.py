@@ -1,0 +1,821 @@
+"""Reading the frames VideoTGB needs from a video file with PyAV, and nothing more (DESIGN.md §2.1).
+
+The model looks at two evenly spaced subsets of a video: ``N_c`` candidate frames (32, bin midpoints) and at most
+``L`` optical-flow steps (64). The original code decoded every frame and converted each to RGB before keeping 32;
+here only the needed frames are decoded and only the kept ones converted, and nothing proportional to the video's
+length is held in memory apart from a compact packet index (two 64-bit integers per frame).
+
+How a read works:
+
+1. **Open and check.** ``source`` (a path, bytes or a binary file object) is opened with PyAV. Inputs that are not
+   videos are rejected with a :class:`VideoDecodeError` naming the input and the reason: missing or empty files,
+   data FFmpeg cannot parse (truncated, corrupt, not a media file), audio-only files, files whose only picture is
+   cover art (``attached_pic``), text files (FFmpeg opens them as ANSI art), still images, codecs this FFmpeg build
+   cannot decode, streams where no frame decodes, and videos beyond ``max_pixels`` or ``max_duration_s``.
+2. **Index.** The video stream's packets are demuxed *without decoding* (~6 µs per packet, 0.6 s for an hour at
+   30 fps) to count frames and record each frame's presentation timestamp and the keyframes. Frame ``i`` is the
+   ``i``-th frame in presentation order, the ``i``-th frame a plain full decode outputs. The first frame is decoded
+   on the way, which proves that the stream decodes and gives its rotation and pixel format.
+3. **Decode.** Each requested frame is reached either by seeking to the keyframe before it and decoding forward
+   (frames matched by timestamp) or by decoding on from the current position (see :func:`read_frames`); only the
+   requested frames are converted to RGB, the expensive step of a full pass. Decoded frames are checked against the
+   index as they come; at any disagreement (a seek that lands after or off its keyframe, a dropped frame, a
+   timestamp the index does not know) the read restarts as one sequential pass that counts frames instead of
+   trusting timestamps.
+
+Frames come out as RGB ``uint8`` arrays turned upright according to the stream's display matrix (rotation), at the
+stored resolution unless ``size`` asks PyAV's scaler for another. Sample aspect ratio is *not* applied (the model
+squashes frames to a square anyway), and display-matrix flips are ignored.
+
+PyAV is imported inside the functions only, so that this module can travel with a checkpoint's remote code and be
+imported on machines without PyAV.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Literal
+
+import numpy as np
+from transformers.utils import logging
+
+from .keyframes import bin_midpoints
+
+if TYPE_CHECKING:
+    from av.container import InputContainer
+    from av.video.frame import VideoFrame
+    from av.video.stream import VideoStream
+
+logger = logging.get_logger(__name__)
+
+__all__ = [
+    "DEFAULT_MAX_DURATION_S",
+    "DEFAULT_MAX_PIXELS",
+    "VideoClip",
+    "VideoDecodeError",
+    "VideoMetadata",
+    "VideoSource",
+    "probe_video",
+    "read_frames",
+    "read_video",
+    "flow_pair_ends",
+    "sample_candidate_indices",
+    "sample_flow_indices",
+]
+
+VideoSource = str | os.PathLike | bytes | bytearray | memoryview | IO[bytes]
+"""A path, the file's bytes, or a binary file object (read from its start; FFmpeg seeks in it by absolute offsets).
+A file object that cannot seek is read into memory from its current position."""
+
+Strategy = Literal["auto", "seek", "sequential"]
+
+DEFAULT_MAX_DURATION_S = 4 * 3600.0
+DEFAULT_MAX_PIXELS = 4096 * 4096
+
+# "auto" seeks to a target's keyframe only when that skips decoding more than this many frames: the price of one seek
+# (demuxer seek, decoder flush, refilling the decoder's reorder delay) in frame decodes, measured on 360p H.264.
+_SEEK_COST_FRAMES = 8
+# A packet's presentation rank may differ from its decode position by the decoder's reorder depth (B-frames). A
+# larger difference means timestamps that jump (concatenated streams, wrap-around) and cannot index frames.
+_MAX_REORDER = 64
+# Demuxers whose headers give trustworthy frame counts (``probe_video`` skips the packet scan for them).
+_TRUSTED_FRAME_COUNT_FORMATS = ("mov", "mp4")
+# Demuxers whose seeking is unreliable (MPEG-TS may return nothing, MPEG-PS may land past the target).
+_UNRELIABLE_SEEK_FORMATS = ("mpegts", "mpeg", "mpegvideo", "vob")
+# Demuxers that open text files (ANSI art) and still images as a "video".
+_TEXT_FORMATS = ("tty", "bin", "xbin", "adf", "idf")
+_IMAGE_FORMATS = ("image2",)
+
+
+class VideoDecodeError(ValueError):
+    """A video cannot be read. The message names the input (a path, ``<bytes>`` or ``<file object>``) and why."""
+
+
+@dataclass(frozen=True)
+class VideoMetadata:
+    """What a video holds, as it will be read.
+
+    Attributes:
+        num_frames: number of frames. :func:`probe_video` takes it from the MP4/MOV sample table when that is
+            non-zero and lies entirely inside the file (not truncated); otherwise, and always in :func:`read_frames` /
+            :func:`read_video`, it is the number of non-empty video packets not flagged for discarding, less a last
+            packet flagged corrupt (cut short by truncation), counted by demuxing without decoding (one packet holds
+            one frame). Headers of other containers can overstate (AVI)
+            or be 0 (Matroska, WebM, MPEG-TS, fragmented MP4, raw streams). A damaged stream can still decode fewer
+            frames than it has packets: :func:`read_video` then samples again from the frames that decode.
+        fps: average frame rate, ``(num_frames - 1) / (last timestamp - first timestamp)`` when timestamps were
+            indexed (right for variable frame rate), else the stream's average rate.
+        duration_s: ``num_frames / fps`` (the last frame lasts one average frame interval).
+        width: width of the frames as displayed, i.e. after rotation.
+        height: height of the frames as displayed, i.e. after rotation.
+        rotation: clockwise rotation in degrees (0, 90, 180 or 270) applied to the stored pixels to display them
+            upright, from the stream's display matrix (the ``rotate`` tag of phone videos).
+        codec: decoder name (``h264``, ``hevc``, ``vp9``, ...).
+        pix_fmt: pixel format of the decoded frames (``yuv420p``, ``yuv420p10le``, ...).
+    """
+
+    num_frames: int
+    fps: float
+    duration_s: float
+    width: int
+    height: int
+    rotation: int
+    codec: str
+    pix_fmt: str
+
+
+@dataclass
+class VideoClip:
+    """The frames VideoTGB reads from one video (:func:`read_video`).
+
+    Attributes:
+        metadata: the video's :class:`VideoMetadata` (``None`` for a clip made from frames decoded elsewhere).
+        candidate_indices: `(N_c,)` frame indices of the candidate frames (:func:`sample_candidate_indices`).
+        candidate_frames: `(N_c, H, W, 3)` uint8 RGB candidate frames.
+        candidate_timestamps: `(N_c,)` float64 presentation times in seconds, counted from the first frame.
+        flow_indices: `(L,)` first frames of the optical-flow steps (:func:`sample_flow_indices`).
+        flow_frames: `(L, H, W, 3)` uint8 RGB first frames of the flow steps.
+        flow_next_frames: `(L, H, W, 3)` uint8 RGB second frames (:func:`flow_pair_ends`): step ``k`` is the motion
+            from ``flow_frames[k]`` to ``flow_next_frames[k]``.
+        flow_timestamps: `(L,)` float64 presentation times in seconds of the first frames, counted from the first frame.
+
+    The frame arrays are views of one array: a frame in several sets is decoded once.
+    """
+
+    metadata: VideoMetadata | None
+    candidate_indices: list[int]
+    candidate_frames: np.ndarray
+    candidate_timestamps: np.ndarray
+    flow_indices: list[int]
+    flow_frames: np.ndarray
+    flow_next_frames: np.ndarray
+    flow_timestamps: np.ndarray
+
+
+def sample_candidate_indices(num_frames: int, num_candidates: int = 32) -> list[int]:
+    """Indices of the ``num_candidates`` candidate frames: the bin-midpoint rule of the original (DESIGN.md §2.1).
+
+    ``[0, num_frames)`` is cut into ``num_candidates`` bins with integer edges ``floor(linspace(0, T, N_c + 1))``
+    and each bin ``[a, b)`` gives ``(a + b - 1) // 2`` (:func:`videotgb.keyframes.bin_midpoints`). Videos shorter
+    than ``num_candidates`` frames repeat indices, so there are always exactly ``num_candidates``.
+
+    Examples:
+        >>> sample_candidate_indices(320, 4)
+        [39, 119, 199, 279]
+        >>> sample_candidate_indices(3, 4)
+        [0, 0, 1, 2]
+        >>> sample_candidate_indices(1)[:3]
+        [0, 0, 0]
+    """
+    return bin_midpoints(num_frames, num_candidates)
+
+
+def sample_flow_indices(num_frames: int, max_steps: int = 64) -> list[int]:
+    """First frames of the optical-flow steps: step ``k`` is the motion from frame ``f_k`` to frame ``f_k + 1``.
+
+    As in the original, flow is the motion between *consecutive video frames* at evenly spaced places, not between
+    the sampled frames (seconds apart in a long video, far beyond what flow estimators follow). The places are
+    ``bin_midpoints(num_frames, min(num_frames, max_steps))`` (every frame when there are at most ``max_steps``),
+    each clamped to ``num_frames - 2``, the last frame that starts a pair: so the last flow is repeated, as the
+    original repeated its last flow to have one per frame. A one-frame video has the single step ``0`` (paired with
+    itself: zero flow). See :func:`flow_pair_ends` for the second frames.
+
+    Examples:
+        >>> sample_flow_indices(5)
+        [0, 1, 2, 3, 3]
+        >>> sample_flow_indices(1000, 4)
+        [124, 374, 624, 874]
+        >>> sample_flow_indices(10, 4)
+        [0, 3, 5, 8]
+        >>> sample_flow_indices(1)
+        [0]
+    """
+    if max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+    last_start = max(num_frames - 2, 0)
+    return [min(index, last_start) for index in bin_midpoints(num_frames, min(num_frames, max_steps))]
+
+
+def flow_pair_ends(flow_indices: Sequence[int], num_frames: int) -> list[int]:
+    """Second frame of each flow step: ``f + 1``, or ``f`` itself in a one-frame video.
+
+    Examples:
+        >>> flow_pair_ends([0, 1, 2, 3, 3], 5)
+        [1, 2, 3, 4, 4]
+        >>> flow_pair_ends([0], 1)
+        [0]
+    """
+    return [min(index + 1, num_frames - 1) for index in flow_indices]
+
+
+def probe_video(
+    source: VideoSource,
+    *,
+    max_duration_s: float | None = DEFAULT_MAX_DURATION_S,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> VideoMetadata:
+    """Describe a video without decoding more than its first frame.
+
+    The frame count comes from the header for MP4/MOV files that state one, and from a packet scan (no decoding)
+    otherwise; see :attr:`VideoMetadata.num_frames`.
+
+    Args:
+        source: path, bytes or binary file object.
+        max_duration_s: longest accepted video in seconds (``None``: no limit).
+        max_pixels: largest accepted ``width * height`` (``None``: no limit).
+
+    Raises:
+        VideoDecodeError: the input is not a readable video, or is beyond the limits.
+    """
+    return _open_and_index(source, max_duration_s, max_pixels, header_count=True)[2]
+
+
+def read_frames(
+    source: VideoSource,
+    indices: Sequence[int],
+    *,
+    strategy: Strategy = "auto",
+    size: tuple[int, int] | None = None,
+    max_duration_s: float | None = DEFAULT_MAX_DURATION_S,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> np.ndarray:
+    """Decode the frames at ``indices`` (presentation order, duplicates allowed) as upright RGB.
+
+    Strategies (all return identical pixels):
+
+    - ``"seek"``: for each target, in increasing order, seek to the last keyframe before it
+      (``container.seek(pts, stream=s, backward=True)``) and decode forward, matching frames to indices by timestamp;
+      a target whose keyframe the decoder has already passed is reached by decoding on, without a seek.
+    - ``"sequential"``: one pass from the start that counts decoded frames, up to the last target.
+    - ``"auto"``: like ``"seek"``, but seek only when that skips decoding more than ``_SEEK_COST_FRAMES`` (8) frames
+      beyond the current position, i.e. when the next target lies in a later keyframe group and far enough ahead.
+      Targets far apart relative to the keyframe interval are reached by seeking; targets denser than the keyframe
+      interval (e.g. 96 frames in a 1-minute clip with x264's 250-frame GOP) make it one sequential pass.
+      MPEG-TS/PS inputs (unreliable seeking) and streams with missing, duplicate or jumping timestamps always read
+      sequentially, whatever the strategy.
+
+    Only the requested frames are converted to RGB; memory holds the output plus the decoder's own buffers.
+
+    Args:
+        source: path, bytes or binary file object.
+        indices: frame indices in ``[0, num_frames)``, in any order, repeats allowed.
+        strategy: ``"auto"``, ``"seek"`` or ``"sequential"``.
+        size: ``(height, width)`` of the returned frames (after rotation), scaled bilinearly by PyAV's reformat;
+            ``None`` keeps the stored resolution.
+        max_duration_s: longest accepted video in seconds (``None``: no limit).
+        max_pixels: largest accepted ``width * height`` (``None``: no limit).
+
+    Returns:
+        `(len(indices), H, W, 3)` uint8 RGB array, frame ``k`` being video frame ``indices[k]``.
+
+    Raises:
+        VideoDecodeError: the input is not a readable video, is beyond the limits, or ends before a requested frame.
+        IndexError: an index is outside ``[0, num_frames)``.
+    """
+    _check_arguments(strategy, size)
+    opened, scan, metadata = _open_and_index(source, max_duration_s, max_pixels)
+    indices = [int(index) for index in indices]
+    for index in indices:
+        if not 0 <= index < metadata.num_frames:
+            raise IndexError(f"{opened.name}: frame index {index} is out of range for {metadata.num_frames} frames")
+    return _Reader(opened, scan, size).read(indices, strategy)
+
+
+def read_video(
+    source: VideoSource,
+    num_candidates: int = 32,
+    max_flow_steps: int = 64,
+    *,
+    strategy: Strategy = "auto",
+    size: tuple[int, int] | None = None,
+    max_duration_s: float | None = DEFAULT_MAX_DURATION_S,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> VideoClip:
+    """Read a video's candidate frames and optical-flow frames in one decoding plan.
+
+    The candidate indices (:func:`sample_candidate_indices`) and flow indices (:func:`sample_flow_indices`) are read
+    together by :func:`read_frames`'s machinery, so a frame in both sets is decoded once and the video is traversed
+    once. If the stream turns out to end before its packet index said (a truncated file), the indices are drawn
+    again for the frames that actually decode.
+
+    Args:
+        source: path, bytes or binary file object.
+        num_candidates: number of candidate frames ``N_c``.
+        max_flow_steps: most optical-flow steps ``L`` (fewer for videos shorter than that).
+        strategy, size, max_duration_s, max_pixels: as in :func:`read_frames`.
+
+    Returns:
+        A :class:`VideoClip` with `(N_c, H, W, 3)` candidate frames and `(L, H, W, 3)` flow frames.
+
+    Raises:
+        VideoDecodeError: the input is not a readable video or is beyond the limits.
+    """
+    _check_arguments(strategy, size)
+    opened, scan, metadata = _open_and_index(source, max_duration_s, max_pixels)
+    for attempt in (1, 2):
+        candidates = sample_candidate_indices(metadata.num_frames, num_candidates)
+        flows = sample_flow_indices(metadata.num_frames, max_flow_steps)
+        ends = flow_pair_ends(flows, metadata.num_frames)
+        try:
+            frames = _Reader(opened, scan, size).read(candidates + flows + ends, strategy, raise_on_short=attempt == 2)
+            break
+        except _StreamEndedError as ended:
+            # The sequential pass that ended early has counted the frames that decode: sample again among those.
+            if not ended.decoded:
+                raise VideoDecodeError(f"{opened.name}: no frame decodes on a second reading") from None
+            logger.warning(
+                f"{opened.name}: only {ended.decoded} of the {metadata.num_frames} indexed frames decode; "
+                "sampling frames again from those"
+            )
+            scan.truncate(ended.decoded)
+            metadata = scan.metadata()
+            strategy = "sequential"
+    return VideoClip(
+        metadata=metadata,
+        candidate_indices=candidates,
+        candidate_frames=frames[: len(candidates)],
+        candidate_timestamps=scan.timestamps(candidates, metadata.fps),
+        flow_indices=flows,
+        flow_frames=frames[len(candidates) : len(candidates) + len(flows)],
+        flow_next_frames=frames[len(candidates) + len(flows) :],
+        flow_timestamps=scan.timestamps(flows, metadata.fps),
+    )
+
+
+def _check_arguments(strategy: str, size: tuple[int, int] | None) -> None:
+    if strategy not in ("auto", "seek", "sequential"):
+        raise ValueError(f"strategy must be 'auto', 'seek' or 'sequential', got {strategy!r}")
+    if size is not None and (len(size) != 2 or min(size) < 1):
+        raise ValueError(f"size must be two positive integers (height, width), got {size}")
+
+
+def _open_and_index(
+    source: VideoSource,
+    max_duration_s: float | None,
+    max_pixels: int | None,
+    header_count: bool = False,
+) -> tuple[_Source, _Scan, VideoMetadata]:
+    """Resolve and check ``source``, decode its first frame and index its packets (``header_count``: skip the
+    packet scan when the MP4/MOV header's frame count can be trusted)."""
+    opened = _Source.resolve(source)
+    with opened.open() as container:
+        stream = _video_stream(container, opened.name)
+        _check_header_limits(stream, container, opened.name, max_duration_s, max_pixels)
+        header_frames = _trusted_header_frame_count(container, stream) if header_count else None
+        scan = _scan(container, stream, opened.name, count_packets=header_frames is None)
+    metadata = scan.metadata(header_frames)
+    _check_limits(metadata, opened.name, max_duration_s, max_pixels)
+    return opened, scan, metadata
+
+
+class _StreamEndedError(Exception):
+    """The stream ended (or stopped decoding) after ``decoded`` frames, before a requested frame."""
+
+    def __init__(self, decoded: int):
+        super().__init__(decoded)
+        self.decoded = decoded
+
+
+class _IndexMismatchError(Exception):
+    """Decoded frames disagree with the packet index; the read restarts sequentially."""
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Opening
+
+
+class _Source:
+    """A resolved ``source`` that can be opened several times, and its name for messages."""
+
+    def __init__(self, name: str, path: str | None = None, fileobj: IO[bytes] | None = None):
+        self.name = name
+        self.path = path
+        self.fileobj = fileobj
+
+    @classmethod
+    def resolve(cls, source: VideoSource) -> _Source:
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            data = bytes(source)
+            if not data:
+                raise VideoDecodeError("<bytes>: the input is empty (0 bytes)")
+            return cls("<bytes>", fileobj=io.BytesIO(data))
+        if isinstance(source, (str, os.PathLike)):
+            path = os.fspath(source)
+            if not os.path.exists(path):
+                raise VideoDecodeError(f"{path}: no such file")
+            if os.path.isdir(path):
+                raise VideoDecodeError(f"{path}: is a directory, not a video file")
+            if os.path.getsize(path) == 0:
+                raise VideoDecodeError(f"{path}: the file is empty (0 bytes)")
+            return cls(path, path=path)
+        if hasattr(source, "read"):
+            name = "<file object>"
+            if not (hasattr(source, "seekable") and source.seekable()):
+                logger.debug(f"{name}: not seekable, reading it into memory")
+                data = source.read()
+                if isinstance(data, str):
+                    raise VideoDecodeError(f"{name}: opened in text mode; open the file in binary mode ('rb')")
+                if not data:
+                    raise VideoDecodeError(f"{name}: the input is empty (0 bytes)")
+                return cls(name, fileobj=io.BytesIO(data))
+            source.seek(0)
+            head = source.read(1)
+            if isinstance(head, str):
+                raise VideoDecodeError(f"{name}: opened in text mode; open the file in binary mode ('rb')")
+            if not head:
+                raise VideoDecodeError(f"{name}: the input is empty (0 bytes)")
+            return cls(name, fileobj=source)
+        raise TypeError(f"source must be a path, bytes or a binary file object, got {type(source).__name__}")
+
+    def open(self) -> InputContainer:
+        import av
+
+        if self.fileobj is not None:
+            self.fileobj.seek(0)
+        try:
+            return av.open(self.path if self.path is not None else self.fileobj, mode="r", metadata_errors="ignore")
+        except av.FFmpegError as error:
+            raise VideoDecodeError(
+                f"{self.name}: cannot be opened as a media file; it is truncated, corrupt or not a video "
+                f"(FFmpeg: {error.strerror})"
+            ) from error
+
+
+def _video_stream(container: InputContainer, name: str) -> VideoStream:
+    """The first video stream that is not cover art, after rejecting inputs that are not videos."""
+    import av
+
+    format_name = container.format.name
+    if format_name in _TEXT_FORMATS:
+        raise VideoDecodeError(f"{name}: is a text file (FFmpeg reads it as '{format_name}' ANSI art), not a video")
+    if format_name in _IMAGE_FORMATS or format_name.endswith("_pipe"):
+        raise VideoDecodeError(f"{name}: is a still image ('{format_name}'), not a video")
+    videos = list(container.streams.video)
+    if not videos:
+        kinds = [stream.type for stream in container.streams]
+        found = ", ".join(f"{kinds.count(kind)} {kind}" for kind in sorted(set(kinds))) or "no streams at all"
+        raise VideoDecodeError(f"{name}: has no video stream ({found})")
+    moving = [stream for stream in videos if not stream.disposition & av.stream.Disposition.attached_pic]
+    if not moving:
+        raise VideoDecodeError(f"{name}: its only picture is an attached cover image, not a video")
+    stream = moving[0]
+    if stream.codec_context is None:
+        raise VideoDecodeError(f"{name}: video stream #{stream.index} uses a codec this FFmpeg build cannot decode")
+    return stream
+
+
+def _header_duration_s(stream: VideoStream, container: InputContainer) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000
+    return None
+
+
+def _trusted_header_frame_count(container: InputContainer, stream: VideoStream) -> int | None:
+    """The header's frame count when it can be trusted: an MP4/MOV sample table whose last sample lies in the file."""
+    if stream.frames <= 0 or container.format.name.split(",")[0] not in _TRUSTED_FRAME_COUNT_FORMATS:
+        return None
+    entries = stream.index_entries
+    if len(entries) != stream.frames:
+        return None
+    last = entries[len(entries) - 1]
+    if container.size > 0 and last.pos + last.size > container.size:
+        return None  # truncated: the sample table lists frames beyond the end of the file
+    return stream.frames
+
+
+def _check_header_limits(
+    stream: VideoStream,
+    container: InputContainer,
+    name: str,
+    max_duration_s: float | None,
+    max_pixels: int | None,
+) -> None:
+    """Reject videos beyond the limits from their headers, before any scanning."""
+    width, height = stream.codec_context.width, stream.codec_context.height
+    if max_pixels is not None and width * height > max_pixels:
+        raise VideoDecodeError(f"{name}: resolution {width}x{height} exceeds max_pixels={max_pixels}")
+    duration = _header_duration_s(stream, container)
+    if max_duration_s is not None and duration is not None and duration > max_duration_s:
+        raise VideoDecodeError(f"{name}: duration {duration:.1f} s exceeds max_duration_s={max_duration_s}")
+
+
+def _check_limits(metadata: VideoMetadata, name: str, max_duration_s: float | None, max_pixels: int | None) -> None:
+    if max_pixels is not None and metadata.width * metadata.height > max_pixels:
+        raise VideoDecodeError(
+            f"{name}: resolution {metadata.width}x{metadata.height} exceeds max_pixels={max_pixels}"
+        )
+    if max_duration_s is not None and metadata.duration_s > max_duration_s:
+        raise VideoDecodeError(f"{name}: duration {metadata.duration_s:.1f} s exceeds max_duration_s={max_duration_s}")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Decoding packet by packet
+
+
+def _decoded_frames(container: InputContainer, stream: VideoStream, name: str) -> Iterator[VideoFrame]:
+    """Frames decoded from the container's current position to the end of the stream.
+
+    Packets that fail to decode are skipped (the decoder resynchronises at the next keyframe), and a demuxer error
+    (a truncated file) ends the stream after the decoder's buffered frames; both are logged.
+    """
+    import av
+
+    packets = container.demux(stream)
+    failed = 0
+    while True:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            break
+        except av.FFmpegError as error:
+            logger.warning(f"{name}: stopped reading after a demuxer error, the file may be truncated ({error})")
+            packet = None
+        try:
+            yield from stream.codec_context.decode(packet)
+        except av.FFmpegError as error:
+            failed += 1
+            if failed == 1:
+                logger.warning(f"{name}: skipping a video packet that fails to decode ({error})")
+        if packet is None:
+            break
+    if failed > 1:
+        logger.warning(f"{name}: {failed} video packets failed to decode")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Packet index
+
+
+class _Scan:
+    """What one pass over the video packets (without decoding beyond the first frame) tells.
+
+    Frame ``i`` (presentation order) has timestamp ``pts[i]`` and comes from the packet at decode position
+    ``decode_pos[i]``. Keyframe packets are listed by decode position with their timestamps.
+    """
+
+    def __init__(self, container: InputContainer, stream: VideoStream, first_frame: VideoFrame, name: str):
+        self.seek_reliable = container.format.name not in _UNRELIABLE_SEEK_FORMATS
+        self.time_base = stream.time_base
+        self.average_rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        self.header_duration_s = _header_duration_s(stream, container)
+        self.codec = stream.codec_context.name
+        self.pix_fmt = first_frame.format.name
+        rotation = first_frame.rotation  # counter-clockwise degrees, in [-180, 180]
+        quarter_turns = round(rotation / 90)
+        if rotation != 90 * quarter_turns:
+            logger.warning(f"{name}: display rotation of {rotation} degrees rounded to {90 * quarter_turns}")
+        self.ccw_quarter_turns = quarter_turns % 4
+        stored = (first_frame.height, first_frame.width)
+        self.displayed_size = stored[::-1] if self.ccw_quarter_turns % 2 else stored
+        self.num_frames = 0
+        self.trusted = False
+        self.pts = np.zeros(0, dtype=np.int64)
+        self.decode_pos = np.zeros(0, dtype=np.int64)
+        self.key_pos = np.zeros(0, dtype=np.int64)
+        self.key_pts = np.zeros(0, dtype=np.int64)
+
+    def index_packets(self, pts: list[int | None], key: list[bool], name: str) -> None:
+        """Build the frame index from the stream's packets, in decode order."""
+        self.num_frames = len(pts)
+        if any(value is None for value in pts):
+            logger.info(f"{name}: packets without timestamps; frames will be counted by decoding sequentially")
+            return
+        pts_array = np.asarray(pts, dtype=np.int64)
+        order = np.argsort(pts_array, kind="stable")
+        self.pts = pts_array[order]
+        self.decode_pos = order
+        if np.any(np.diff(self.pts) == 0):
+            logger.info(f"{name}: duplicate timestamps; frames will be counted by decoding sequentially")
+            return
+        if len(order) and np.max(np.abs(order - np.arange(len(order)))) > _MAX_REORDER:
+            logger.info(f"{name}: timestamps jump backwards; frames will be counted by decoding sequentially")
+            return
+        self.key_pos = np.flatnonzero(np.asarray(key, dtype=bool))
+        self.key_pts = pts_array[self.key_pos]
+        self.trusted = True
+
+    def truncate(self, num_frames: int) -> None:
+        """Forget frames from ``num_frames`` on (they do not decode); timestamps are no longer trusted."""
+        self.num_frames = num_frames
+        self.trusted = False
+
+    def metadata(self, stream_frames: int | None = None) -> VideoMetadata:
+        num_frames = stream_frames or self.num_frames
+        fps = 0.0
+        if self.trusted and num_frames >= 2 and stream_frames is None:
+            span = float((self.pts[-1] - self.pts[0]) * self.time_base)
+            fps = (num_frames - 1) / span if span > 0 else 0.0
+        if fps <= 0 and self.average_rate:
+            fps = float(self.average_rate)
+        if fps > 0:
+            duration = num_frames / fps
+        else:
+            duration = self.header_duration_s or 0.0
+            fps = num_frames / duration if duration > 0 else 0.0
+        height, width = self.displayed_size
+        return VideoMetadata(
+            num_frames=num_frames,
+            fps=fps,
+            duration_s=duration,
+            width=width,
+            height=height,
+            rotation=(-90 * self.ccw_quarter_turns) % 360,
+            codec=self.codec,
+            pix_fmt=self.pix_fmt,
+        )
+
+    def timestamps(self, indices: Sequence[int], fps: float) -> np.ndarray:
+        """`(len(indices),)` presentation times in seconds from the first frame (from ``fps`` if not indexed)."""
+        indices_array = np.asarray(indices, dtype=np.int64)
+        if self.trusted:
+            return ((self.pts[indices_array] - self.pts[0]) * float(self.time_base)).astype(np.float64)
+        return indices_array / fps if fps > 0 else np.zeros(len(indices_array))
+
+    def frame_of(self, pts: int | None) -> int | None:
+        """Index of the frame with timestamp ``pts``, ``None`` if no frame has it."""
+        if pts is None:
+            return None
+        position = int(np.searchsorted(self.pts, pts))
+        return position if position < self.num_frames and self.pts[position] == pts else None
+
+    def keyframe_before(self, index: int) -> int:
+        """Index of the keyframe to seek to for frame ``index`` (``-1`` if none precedes it).
+
+        It is the last keyframe that precedes the frame in decode order *and* in presentation order, so that a
+        leading picture of an open GOP is decoded from the previous keyframe, with its references. Seeking to that
+        keyframe's presentation timestamp lands on it (or earlier) whether the demuxer indexes packets by
+        presentation or by decode timestamp, since a keyframe's decode timestamp is never after its presentation.
+        """
+        k = int(np.searchsorted(self.key_pos, self.decode_pos[index], side="right")) - 1
+        while k >= 0 and self.key_pts[k] > self.pts[index]:
+            k -= 1
+        return -1 if k < 0 else int(np.searchsorted(self.pts, self.key_pts[k]))
+
+
+def _scan(container: InputContainer, stream: VideoStream, name: str, count_packets: bool) -> _Scan:
+    """Decode the first frame and, if ``count_packets``, index every video packet (demuxed, not decoded)."""
+    import av
+
+    pts: list[int | None] = []
+    key: list[bool] = []
+    first_frame = None
+    last_corrupt = False
+    failed = 0
+    last_error = ""
+    packets = container.demux(stream)
+    while True:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            break
+        except av.FFmpegError as error:
+            logger.warning(f"{name}: stopped reading after a demuxer error, the file may be truncated ({error})")
+            break
+        if packet.size and not packet.is_discard:
+            pts.append(packet.pts)
+            key.append(packet.is_keyframe)
+            last_corrupt = packet.is_corrupt
+        if first_frame is None:
+            try:
+                frames = stream.codec_context.decode(packet if packet.size else None)
+            except av.FFmpegError as error:
+                failed, last_error = failed + 1, str(error)
+                frames = []
+            if frames:
+                first_frame = frames[0]
+                if not count_packets:
+                    break
+    if first_frame is None:
+        try:
+            frames = stream.codec_context.decode(None)
+        except av.FFmpegError:
+            frames = []
+        if not frames:
+            reason = f"all {failed} packets failed to decode, last error: {last_error}" if failed else "no packets"
+            raise VideoDecodeError(f"{name}: no frame of video stream #{stream.index} decodes ({reason})")
+        first_frame = frames[0]
+    scan = _Scan(container, stream, first_frame, name)
+    if count_packets:
+        if last_corrupt:
+            # A file cut short ends in a partial packet, which does not decode. (Corrupt packets elsewhere, e.g. at a
+            # broken MPEG-TS continuity counter, usually still decode, with errors concealed: they count.)
+            pts.pop()
+            key.pop()
+        scan.index_packets(pts, key, name)
+    return scan
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Reading frames
+
+
+class _Reader:
+    """Decodes a set of frames from an indexed video into one output array."""
+
+    def __init__(self, opened: _Source, scan: _Scan, size: tuple[int, int] | None):
+        self.opened = opened
+        self.scan = scan
+        self.height, self.width = scan.displayed_size if size is None else (int(size[0]), int(size[1]))
+        # PyAV scales the stored (unrotated) frame; quarter turns swap its sides.
+        self.scaled = (self.height, self.width) if scan.ccw_quarter_turns % 2 else (self.width, self.height)
+
+    def read(self, indices: list[int], strategy: Strategy, raise_on_short: bool = True) -> np.ndarray:
+        """`(len(indices), H, W, 3)` uint8 frames; see :func:`read_frames` for the strategies."""
+        output = np.empty((len(indices), self.height, self.width, 3), dtype=np.uint8)
+        if not indices:
+            return output
+        slots: dict[int, list[int]] = {}
+        for slot, index in enumerate(indices):
+            slots.setdefault(index, []).append(slot)
+        if strategy != "sequential" and not self.scan.trusted:
+            logger.debug(f"{self.opened.name}: timestamps cannot index frames, reading sequentially")
+            strategy = "sequential"
+        elif strategy == "auto" and not self.scan.seek_reliable:
+            logger.debug(f"{self.opened.name}: seeking is unreliable in this container, reading sequentially")
+            strategy = "sequential"
+        try:
+            if strategy != "sequential":
+                try:
+                    self._read_seeking(slots, output, seek_cost=0 if strategy == "seek" else _SEEK_COST_FRAMES)
+                    return output
+                except _IndexMismatchError as mismatch:
+                    logger.warning(f"{self.opened.name}: {mismatch}; reading sequentially instead")
+            self._read_sequential(slots, output)
+        except _StreamEndedError as ended:
+            if raise_on_short:
+                raise VideoDecodeError(
+                    f"{self.opened.name}: the stream ends after {ended.decoded} decodable frames, before frame "
+                    f"{max(slots)} (the file is truncated or damaged)"
+                ) from None
+            raise
+        return output
+
+    def _store(self, frame: VideoFrame, index: int, slots: dict[int, list[int]], output: np.ndarray) -> None:
+        width, height = self.scaled
+        rgb = frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
+        if self.scan.ccw_quarter_turns:
+            rgb = np.rot90(rgb, self.scan.ccw_quarter_turns)
+        for slot in slots[index]:
+            output[slot] = rgb
+
+    def _read_sequential(self, slots: dict[int, list[int]], output: np.ndarray) -> None:
+        last = max(slots)
+        index = -1
+        with self.opened.open() as container:
+            stream = _video_stream(container, self.opened.name)
+            for index, frame in enumerate(_decoded_frames(container, stream, self.opened.name)):
+                if index in slots:
+                    self._store(frame, index, slots, output)
+                if index == last:
+                    return
+        raise _StreamEndedError(index + 1)
+
+    def _read_seeking(self, slots: dict[int, list[int]], output: np.ndarray, seek_cost: int) -> None:
+        from av.video.frame import PictureType
+
+        scan, name = self.scan, self.opened.name
+        with self.opened.open() as container:
+            stream = _video_stream(container, name)
+            frames = _decoded_frames(container, stream, name)
+            # Frames before `floor` are ignored (leading pictures of the keyframe sought, or frames decoded on the
+            # way); from it on, decoded frames must follow the index one by one, starting at `floor`. After a seek,
+            # the first frame that is not a leading picture must be a keyframe: a packet flagged as a keyframe that
+            # is not one would otherwise decode into garbage without an error.
+            floor = expected = 0
+            awaiting_keyframe = False
+            for target in sorted(slots):
+                if target < expected:
+                    continue
+                keyframe = scan.keyframe_before(target)
+                if keyframe > expected + seek_cost:
+                    logger.debug(f"{name}: seeking to keyframe {keyframe} for frame {target}")
+                    frames.close()
+                    container.seek(int(scan.pts[keyframe]), stream=stream, backward=True)
+                    frames = _decoded_frames(container, stream, name)
+                    floor = expected = keyframe
+                    awaiting_keyframe = True
+                for frame in frames:
+                    index = scan.frame_of(frame.pts)
+                    if index is None:
+                        raise _IndexMismatchError(f"decoded a frame with timestamp {frame.pts} that the index lacks")
+                    if awaiting_keyframe:
+                        if frame.key_frame or frame.pict_type == PictureType.I:
+                            awaiting_keyframe = False
+                        elif index >= floor:
+                            raise _IndexMismatchError(f"seeking for frame {floor} did not land on a keyframe")
+                    if index < floor:
+                        continue
+                    if index != expected:
+                        raise _IndexMismatchError(f"expected frame {expected}, decoded frame {index}")
+                    expected = index + 1
+                    if index in slots:
+                        self._store(frame, index, slots, output)
+                    if index == target:
+                        break
+                else:
+                    raise _IndexMismatchError(f"the stream ended before frame {target} after a seek")
