@@ -362,3 +362,17 @@ def test_module_imports_without_opencv_or_torchvision():
     )
     result = subprocess.run([sys.executable, "-c", code], check=False, cwd=REPO_ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_explicit_pairs_match_consecutive_frames():
+    frames = moving_square(6, 64)[0]
+    consecutive = compute_flow(frames, FlowConfig("dis", size=32))
+    starts, ends = [0, 1, 2, 3, 4, 4], [1, 2, 3, 4, 5, 5]  # the pairs video_io returns for a 6-frame video
+    paired = compute_flow(frames[starts], FlowConfig("dis", size=32), next_frames=frames[ends])
+    torch.testing.assert_close(paired, consecutive, rtol=0, atol=0)
+    sparse = compute_flow(frames[[0, 3]], FlowConfig("dis", size=32), next_frames=frames[[1, 4]])
+    torch.testing.assert_close(
+        sparse[1], consecutive[3] * consecutive.norm(dim=1).max() / sparse.norm(dim=1).max(), rtol=1e-5, atol=1e-5
+    )
+    with pytest.raises(ValueError, match="next_frames has 2 frames but frames has 3"):
+        compute_flow(frames[:3], FlowConfig("dis", size=32), next_frames=frames[:2])

@@ -179,6 +179,7 @@ def compute_flow(
     frames: np.ndarray | Sequence[np.ndarray] | torch.Tensor,
     config: FlowConfig,
     *,
+    next_frames: np.ndarray | Sequence[np.ndarray] | torch.Tensor | None = None,
     device: str | torch.device | None = None,
     batch_size: int = 8,
     raft_state_dict: Mapping[str, torch.Tensor] | None = None,
@@ -193,6 +194,10 @@ def compute_flow(
         frames: ``L >= 1`` RGB frames with values in ``[0, 255]``: a numpy array `(L, H, W, 3)` (or a list of
             `(H, W, 3)` arrays), or a torch tensor `(L, 3, H, W)`, uint8 or floating point.
         config: estimator, flow size ``S`` and normalisation.
+        next_frames: optional second frames of each step, laid out like ``frames``: ``flow[t]`` is then the motion from
+            ``frames[t]`` to ``next_frames[t]`` (the pairs :func:`videotgb.video_io.read_video` returns for a long
+            video: consecutive video frames at evenly spaced places). Without it, ``frames`` are consecutive and the
+            last flow is repeated.
         device: device for RAFT (ignored by the OpenCV estimators); ``None`` picks CUDA when available.
         batch_size: frame pairs per RAFT forward pass.
         raft_state_dict: RAFT weights in torchvision's naming, used instead of ``config.raft_weights`` (for instance
@@ -208,14 +213,23 @@ def compute_flow(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     images = _resize_frames(_frames_to_tensor(frames), config.size)
-    if images.shape[0] == 1:
+    if next_frames is None:
+        first, second = images[:-1], images[1:]
+    else:
+        second = _resize_frames(_frames_to_tensor(next_frames), config.size)
+        if second.shape[0] != images.shape[0]:
+            raise ValueError(f"next_frames has {second.shape[0]} frames but frames has {images.shape[0]}")
+        first = images
+    if first.shape[0] == 0:
         pair_flows = torch.zeros(0, 2, config.size, config.size)
     elif config.is_raft:
-        pair_flows = _raft_flow(images, config, device, batch_size, raft_state_dict, allow_pth)
+        pair_flows = _raft_flow(first, second, config, device, batch_size, raft_state_dict, allow_pth)
     else:
-        pair_flows = _opencv_flow(images, config.estimator)
-    last = pair_flows[-1:] if len(pair_flows) else torch.zeros(1, 2, config.size, config.size)
-    flow = torch.cat([pair_flows, last]).float()
+        pair_flows = _opencv_flow(first, second, config.estimator)
+    flow = pair_flows.float()
+    if next_frames is None:
+        last = pair_flows[-1:] if len(pair_flows) else torch.zeros(1, 2, config.size, config.size)
+        flow = torch.cat([flow, last.float()])
     if config.normalize:
         flow = normalize_flow(flow, config.epsilon)
     return flow
@@ -286,18 +300,22 @@ def _import_raft_module(estimator: str) -> Any:
     return torchvision.models.optical_flow
 
 
-def _opencv_flow(images: torch.Tensor, estimator: str) -> torch.Tensor:
-    """`(L, 3, S, S)` uint8 frames -> `(L - 1, 2, S, S)` flows of consecutive pairs with OpenCV."""
+def _opencv_flow(first: torch.Tensor, second: torch.Tensor, estimator: str) -> torch.Tensor:
+    """`(P, 3, S, S)` uint8 first and second frames -> `(P, 2, S, S)` flows with OpenCV."""
     cv2 = _import_cv2(estimator)
-    gray = [cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) for frame in images.permute(0, 2, 3, 1).contiguous().numpy()]
+
+    def gray(images: torch.Tensor) -> list[np.ndarray]:
+        return [cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) for frame in images.permute(0, 2, 3, 1).contiguous().numpy()]
+
+    sources, targets = gray(first), gray(second)
     if estimator == "dis":
         dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
-        flows = [dis.calc(gray[t], gray[t + 1], None) for t in range(len(gray) - 1)]
+        flows = [dis.calc(source, target, None) for source, target in zip(sources, targets, strict=True)]
     else:
         flows = [
             cv2.calcOpticalFlowFarneback(
-                gray[t],
-                gray[t + 1],
+                source,
+                target,
                 None,
                 pyr_scale=0.5,
                 levels=3,
@@ -307,31 +325,31 @@ def _opencv_flow(images: torch.Tensor, estimator: str) -> torch.Tensor:
                 poly_sigma=1.2,
                 flags=0,
             )
-            for t in range(len(gray) - 1)
+            for source, target in zip(sources, targets, strict=True)
         ]
     # OpenCV returns (S, S, 2) with [..., 0] = x and [..., 1] = y.
     return torch.from_numpy(np.stack(flows)).permute(0, 3, 1, 2).float()
 
 
 def _raft_flow(
-    images: torch.Tensor,
+    first: torch.Tensor,
+    second: torch.Tensor,
     config: FlowConfig,
     device: str | torch.device | None,
     batch_size: int,
     raft_state_dict: Mapping[str, torch.Tensor] | None,
     allow_pth: bool,
 ) -> torch.Tensor:
-    """`(L, 3, S, S)` uint8 frames -> `(L - 1, 2, S, S)` RAFT flows of consecutive pairs (on the CPU)."""
+    """`(P, 3, S, S)` uint8 first and second frames -> `(P, 2, S, S)` RAFT flows (on the CPU)."""
     model = load_raft(config, state_dict=raft_state_dict, device=device, allow_pth=allow_pth)
     model_device = next(model.parameters()).device
-    # torchvision's RAFT was trained on images mapped from [0, 255] to [-1, 1] (its OpticalFlow preset transform).
-    scaled = images.to(model_device, torch.float32) / 127.5 - 1.0
     flows = []
     with torch.inference_mode():
-        for start in range(0, scaled.shape[0] - 1, batch_size):
-            stop = min(start + batch_size, scaled.shape[0] - 1)
-            first, second = scaled[start:stop], scaled[start + 1 : stop + 1]
-            flows.append(model(first, second, num_flow_updates=config.raft_iterations)[-1].cpu())
+        for start in range(0, first.shape[0], batch_size):
+            # torchvision's RAFT was trained on images mapped from [0, 255] to [-1, 1] (its OpticalFlow preset).
+            sources = first[start : start + batch_size].to(model_device, torch.float32) / 127.5 - 1.0
+            targets = second[start : start + batch_size].to(model_device, torch.float32) / 127.5 - 1.0
+            flows.append(model(sources, targets, num_flow_updates=config.raft_iterations)[-1].cpu())
     return torch.cat(flows)
 
 
