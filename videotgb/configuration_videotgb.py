@@ -195,6 +195,7 @@ class VideoTGBConfig(PretrainedConfig):
     >>> model = VideoTGBForConditionalGeneration(config)
     >>> config.num_keyframes
     2
+
     ```
     """
 

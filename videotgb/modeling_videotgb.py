@@ -520,6 +520,7 @@ class VideoTGBBridgeModel(VideoTGBBridgePreTrainedModel):
     >>> out = bridge(flow, flow_mask=torch.tensor([[1] * 8, [1] * 5 + [0] * 3]), input_ids=torch.tensor([[5, 6, 7]] * 2))
     >>> out.start_logits.shape
     torch.Size([2, 8])
+
     ```
     """
 
@@ -740,6 +741,7 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
     >>> out = model.generate(**inputs, max_new_tokens=3, do_sample=False, return_dict_in_generate=True)
     >>> out.sequences.shape, out.keyframe_indices.shape
     (torch.Size([1, 3]), torch.Size([1, 2]))
+
     ```
     """
 
