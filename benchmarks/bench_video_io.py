@@ -1,9 +1,10 @@
-"""Time and peak memory of reading VideoTGB's frames (32 candidates + 64 flow steps) from long videos.
+"""Time and peak memory of reading VideoTGB's frames (32 candidates + 64 flow pairs) from long videos.
 
 Compares, on generated 640x360 H.264 videos of 1, 10 and 60 minutes (30 fps, x264 ``veryfast`` with its default
 250-frame keyframe interval and B-frames, a scene change every 5 s):
 
-- ``full_rgb``: the original code's method: decode every frame and convert each to RGB, keep the 96 needed;
+- ``full_rgb``: the original code's method: decode every frame and convert each to RGB, keep the 160 needed
+  (32 candidates and the 64 pairs of consecutive frames that the flow steps compare);
 - ``auto``, ``seek``, ``sequential``: :func:`videotgb.video_io.read_video` with that strategy.
 
 Each measurement runs in a fresh subprocess, so its peak resident memory (``ru_maxrss``) is its own; the table shows
@@ -76,15 +77,17 @@ def _full_rgb(path: str) -> list[np.ndarray]:
     """The original's method: every frame decoded and converted to RGB; the needed ones kept."""
     import av
 
-    from videotgb.video_io import probe_video, sample_candidate_indices, sample_flow_indices
+    from videotgb.video_io import flow_pair_ends, probe_video, sample_candidate_indices, sample_flow_indices
 
     num_frames = probe_video(path).num_frames
-    wanted = sample_candidate_indices(num_frames, NUM_CANDIDATES) + sample_flow_indices(num_frames, MAX_FLOW_STEPS)
+    flows = sample_flow_indices(num_frames, MAX_FLOW_STEPS)
+    wanted = sample_candidate_indices(num_frames, NUM_CANDIDATES) + flows + flow_pair_ends(flows, num_frames)
+    wanted_set = set(wanted)
     kept = {}
     with av.open(path) as container:
         for index, frame in enumerate(container.decode(video=0)):
             rgb = frame.to_ndarray(format="rgb24")
-            if index in wanted:
+            if index in wanted_set:
                 kept[index] = rgb
     return [kept[index] for index in wanted]
 
@@ -99,7 +102,7 @@ def worker(method: str, path: str) -> dict:
         frames = _full_rgb(path)
     else:
         clip = read_video(path, NUM_CANDIDATES, MAX_FLOW_STEPS, strategy=method)
-        frames = [*clip.candidate_frames, *clip.flow_frames]
+        frames = [*clip.candidate_frames, *clip.flow_frames, *clip.flow_next_frames]
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     digest = hashlib.sha1()
