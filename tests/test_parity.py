@@ -151,6 +151,23 @@ def test_saved_blip2_t5_folder_loads_as_blip2_style(tmp_path, minilm_path):
         assert torch.equal(model.state_dict()[key], value), key
 
 
+def test_from_blip_and_bert_passes_loading_arguments_through(tmp_path, minilm_path):
+    torch.manual_seed(0)
+    InstructBlipForConditionalGeneration(_reference_config(InstructBlipConfig, LLAMA)).save_pretrained(tmp_path)
+    model = VideoTGBForConditionalGeneration.from_blip_and_bert(
+        str(tmp_path),
+        str(minilm_path),
+        num_candidate_frames=8,
+        num_keyframes=2,
+        dtype=torch.bfloat16,
+        bridge_overrides={"flow_size": 32},
+    )
+    assert model.language_model.lm_head.weight.dtype == torch.bfloat16
+    assert model.bridge.encoder.layer["3"].attention.self.query.weight.dtype == torch.bfloat16
+    assert model.query_tokens.dtype == torch.float32
+    assert model.config.num_keyframes == 2
+
+
 def test_from_blip_and_bert_rejects_a_checkpoint_that_is_not_blip(tmp_path, minilm_path):
     import pytest
 

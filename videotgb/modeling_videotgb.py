@@ -1320,10 +1320,9 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
         bridge_fields["fusion_layer"] = bert_config.num_hidden_layers // 2
         bridge_fields.update(bridge_overrides or {})
 
+        own_fields = VideoTGBConfig.__annotations__  # VideoTGB's fields, not inherited ones such as `dtype`
         config_fields = {
-            key: config_and_loading_kwargs.pop(key)
-            for key in list(config_and_loading_kwargs)
-            if key in VideoTGBConfig.__dataclass_fields__
+            key: config_and_loading_kwargs.pop(key) for key in list(config_and_loading_kwargs) if key in own_fields
         }
 
         def sub_config(config) -> dict:
