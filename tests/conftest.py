@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -217,3 +219,24 @@ def real_vocab_model(language_model: str = "llama", seed: int = 0, **overrides):
         bridge_config={"vocab_size": 30522, **overrides.pop("bridge_config", {})},
         **overrides,
     )
+
+
+BLOCK_OPTIONAL_IMPORTS = """
+import sys
+for blocked in ("videotgb", "av", "cv2", "deepspeed"):
+    sys.modules[blocked] = None  # importing them now raises ImportError
+"""
+"""Preamble of fresh-process scripts: the package and the optional dependencies cannot be imported."""
+
+
+def run_fresh_python(script: str, *args: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    """Run `script` in a new interpreter, elsewhere, offline and without PYTHONPATH, as a user's process would."""
+    workdir = tmp_path / "elsewhere"
+    workdir.mkdir(exist_ok=True)
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH" and not key.startswith("PYTEST")}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
+    result = subprocess.run(
+        [sys.executable, "-c", script, *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result

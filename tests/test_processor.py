@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 import torch
-from conftest import make_processor, randomize_, real_vocab_model
+from conftest import BLOCK_OPTIONAL_IMPORTS, make_processor, randomize_, real_vocab_model, run_fresh_python
 from PIL import Image
 from videos import make_video, moving_square_frames
 
@@ -138,11 +135,8 @@ def test_save_and_load_round_trip(processor, tmp_path, video_bytes):
         assert torch.equal(first[key], second[key]), key
 
 
-FRESH_PROCESS = textwrap.dedent(
+FRESH_PROCESS = BLOCK_OPTIONAL_IMPORTS + textwrap.dedent(
     """
-    import sys
-    for blocked in ("videotgb", "av", "cv2", "deepspeed"):
-        sys.modules[blocked] = None
     from transformers import AutoProcessor
     import torch
     folder, video = sys.argv[1], sys.argv[2]
@@ -165,19 +159,7 @@ def test_auto_processor_loads_with_remote_code_in_a_fresh_process(processor, tmp
         assert (folder / name).exists(), name
     video = tmp_path / "clip.mp4"
     video.write_bytes(video_bytes)
-    workdir = tmp_path / "elsewhere"
-    workdir.mkdir()
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH" and not key.startswith("PYTEST")}
-    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
-    result = subprocess.run(
-        [sys.executable, "-c", FRESH_PROCESS, str(folder), str(video), str(tmp_path / "batch.pt")],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
+    result = run_fresh_python(FRESH_PROCESS, str(folder), str(video), str(tmp_path / "batch.pt"), tmp_path=tmp_path)
     assert "PROCESSOR-OK" in result.stdout
     fresh = torch.load(tmp_path / "batch.pt", weights_only=True)
     expected = processor(["What moves?"], videos=[str(video)])

@@ -4,22 +4,15 @@ import the `videotgb` package nor the optional dependencies (PyAV, OpenCV, DeepS
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
-from conftest import randomize_, tiny_model, video_batch
+from conftest import BLOCK_OPTIONAL_IMPORTS, randomize_, run_fresh_python, tiny_model, video_batch
 from safetensors.torch import save_file
 
-FRESH_PROCESS = textwrap.dedent(
+FRESH_PROCESS = BLOCK_OPTIONAL_IMPORTS + textwrap.dedent(
     """
-    import sys
-    for blocked in ("videotgb", "av", "cv2", "deepspeed"):
-        sys.modules[blocked] = None  # importing them now raises ImportError
-
     import torch
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText
@@ -90,19 +83,5 @@ def test_auto_classes_load_a_saved_folder_in_a_fresh_process(tmp_path, language_
         tensors,
     )
 
-    workdir = tmp_path / "elsewhere"
-    workdir.mkdir()
-    env = {
-        key: value for key, value in os.environ.items() if key not in ("PYTHONPATH",) and not key.startswith("PYTEST")
-    }
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
-    result = subprocess.run(
-        [sys.executable, "-c", FRESH_PROCESS, str(folder), str(tensors)],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
+    result = run_fresh_python(FRESH_PROCESS, str(folder), str(tensors), tmp_path=tmp_path)
     assert f"FRESH-PROCESS-OK {language_model}" in result.stdout

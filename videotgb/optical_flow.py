@@ -31,6 +31,7 @@ them, so that this file can travel with a checkpoint's remote code to machines t
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -278,31 +279,20 @@ def _resize_frames(images: torch.Tensor, size: int) -> torch.Tensor:
     return torch.cat(chunks)
 
 
-def _import_cv2(estimator: str) -> Any:
+def _import_optional(module: str, estimator: str, what: str) -> Any:
+    """Import an estimator's optional dependency, or raise FlowDependencyError naming the pip extra."""
     try:
-        import cv2
+        return importlib.import_module(module)
     except ImportError as error:
         raise FlowDependencyError(
-            f"The {estimator!r} optical-flow estimator needs OpenCV (cv2), which could not be imported ({error}). "
+            f"The {estimator!r} optical-flow estimator needs {what}, which could not be imported ({error}). "
             f"Install it with `{_PIP_HINT}`."
         ) from error
-    return cv2
-
-
-def _import_raft_module(estimator: str) -> Any:
-    try:
-        import torchvision.models.optical_flow
-    except ImportError as error:
-        raise FlowDependencyError(
-            f"The {estimator!r} optical-flow estimator needs torchvision's RAFT (torchvision.models.optical_flow), "
-            f"which could not be imported ({error}). Install it with `{_PIP_HINT}`."
-        ) from error
-    return torchvision.models.optical_flow
 
 
 def _opencv_flow(first: torch.Tensor, second: torch.Tensor, estimator: str) -> torch.Tensor:
     """`(P, 3, S, S)` uint8 first and second frames -> `(P, 2, S, S)` flows with OpenCV."""
-    cv2 = _import_cv2(estimator)
+    cv2 = _import_optional("cv2", estimator, "OpenCV (cv2)")
 
     def gray(images: torch.Tensor) -> list[np.ndarray]:
         return [cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) for frame in images.permute(0, 2, 3, 1).contiguous().numpy()]
@@ -397,7 +387,9 @@ def load_raft(
         weights = load_raft_weights(config.raft_weights, allow_pth=allow_pth, variant=config.estimator)
     else:
         weights = state_dict
-    optical_flow = _import_raft_module(config.estimator)
+    optical_flow = _import_optional(
+        "torchvision.models.optical_flow", config.estimator, "torchvision's RAFT (torchvision.models.optical_flow)"
+    )
     model = getattr(optical_flow, config.estimator)(weights=None, progress=False)
     if weights is None:
         logger.warning(

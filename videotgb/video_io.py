@@ -46,6 +46,7 @@ from .keyframes import bin_midpoints
 
 if TYPE_CHECKING:
     from av.container import InputContainer
+    from av.packet import Packet
     from av.video.frame import VideoFrame
     from av.video.stream import VideoStream
 
@@ -517,6 +518,26 @@ def _check_limits(metadata: VideoMetadata, name: str, max_duration_s: float | No
 # Decoding packet by packet
 
 
+def _demuxed_packets(container: InputContainer, stream: VideoStream, name: str) -> Iterator[Packet | None]:
+    """The stream's packets in decode order from the container's current position.
+
+    A demuxer error (a truncated file) is logged and ends the packets with a ``None``, which flushes a decoder.
+    """
+    import av
+
+    packets = container.demux(stream)
+    while True:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            return
+        except av.FFmpegError as error:
+            logger.warning(f"{name}: stopped reading after a demuxer error, the file may be truncated ({error})")
+            yield None
+            return
+        yield packet
+
+
 def _decoded_frames(container: InputContainer, stream: VideoStream, name: str) -> Iterator[VideoFrame]:
     """Frames decoded from the container's current position to the end of the stream.
 
@@ -525,24 +546,14 @@ def _decoded_frames(container: InputContainer, stream: VideoStream, name: str) -
     """
     import av
 
-    packets = container.demux(stream)
     failed = 0
-    while True:
-        try:
-            packet = next(packets)
-        except StopIteration:
-            break
-        except av.FFmpegError as error:
-            logger.warning(f"{name}: stopped reading after a demuxer error, the file may be truncated ({error})")
-            packet = None
+    for packet in _demuxed_packets(container, stream, name):
         try:
             yield from stream.codec_context.decode(packet)
         except av.FFmpegError as error:
             failed += 1
             if failed == 1:
                 logger.warning(f"{name}: skipping a video packet that fails to decode ({error})")
-        if packet is None:
-            break
     if failed > 1:
         logger.warning(f"{name}: {failed} video packets failed to decode")
 
@@ -667,14 +678,8 @@ def _scan(container: InputContainer, stream: VideoStream, name: str, count_packe
     last_corrupt = False
     failed = 0
     last_error = ""
-    packets = container.demux(stream)
-    while True:
-        try:
-            packet = next(packets)
-        except StopIteration:
-            break
-        except av.FFmpegError as error:
-            logger.warning(f"{name}: stopped reading after a demuxer error, the file may be truncated ({error})")
+    for packet in _demuxed_packets(container, stream, name):
+        if packet is None:
             break
         if packet.size and not packet.is_discard:
             pts.append(packet.pts)
