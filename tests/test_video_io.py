@@ -296,16 +296,7 @@ def test_concatenated_streams_with_jumping_timestamps_read_sequentially():
 
 
 def test_raw_stream_without_timestamps():
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format="h264") as output:
-        stream = output.add_stream("libx264", rate=24)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for i in range(20):
-            frame = av.VideoFrame.from_ndarray(pattern_frame(i, 64, 48), format="rgb24")
-            frame.pts = i
-            output.mux(stream.encode(frame))
-        output.mux(stream.encode(None))
-    data = buffer.getvalue()
+    data = make_video(container="h264", codec="libx264", frames=20, fps=24, size=(64, 48))
     reference = decode_all_frames(data)
     assert probe_video(data).num_frames == 20
     for strategy in STRATEGIES:

@@ -22,7 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
-CONTAINER_FORMATS = {"mp4": "mp4", "mov": "mov", "mkv": "matroska", "webm": "webm", "avi": "avi", "ts": "mpegts"}
+CONTAINER_FORMATS = {
+    "mp4": "mp4",
+    "mov": "mov",
+    "mkv": "matroska",
+    "webm": "webm",
+    "avi": "avi",
+    "ts": "mpegts",
+    "h264": "h264",  # a raw Annex B stream: no container, no timestamps
+}
 
 _BIT_BLOCK = 4  # minimum side of one bit's block in the pattern (pixels)
 _MAX_BITS = 12

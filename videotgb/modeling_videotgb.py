@@ -54,6 +54,8 @@ class VideoTGBBridgeOutput(ModelOutput):
         Self-attention probabilities of every built layer, with `output_attentions=True` (eager attention).
     cross_attentions (`tuple(torch.FloatTensor)`, *optional*):
         Cross-attention probabilities of the layers with cross-attention, with `output_attentions=True`.
+    flow_lengths (`torch.LongTensor` of shape `(batch_size,)`):
+        Valid flow steps of each video (from `flow_mask`).
     """
 
     start_logits: torch.FloatTensor | None = None
@@ -62,6 +64,7 @@ class VideoTGBBridgeOutput(ModelOutput):
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
     cross_attentions: tuple[torch.FloatTensor, ...] | None = None
+    flow_lengths: torch.LongTensor | None = None
 
 
 @dataclass
@@ -638,6 +641,7 @@ class VideoTGBBridgeModel(VideoTGBBridgePreTrainedModel):
             hidden_states=all_hidden,
             attentions=all_self,
             cross_attentions=all_cross,
+            flow_lengths=flow_lengths,
         )
         return output if return_dict else output.to_tuple()
 
@@ -900,7 +904,7 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
         if flow is None:
             return keyframes, None
         bridge_output = self.run_bridge(flow, flow_mask, bridge_input_ids, bridge_attention_mask, batch_size)
-        flow_lengths = self.bridge.check_flow(flow, flow_mask).to(frame_counts.device)
+        flow_lengths = bridge_output.flow_lengths.to(frame_counts.device)
         with_flow = flow_lengths > 0
         if with_flow.any():
             wrong = with_flow & (frame_counts != config.num_candidate_frames)
@@ -1169,8 +1173,9 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
                 raise ValueError("span_targets need flow (and bridge_input_ids) to compute the span loss")
             if tuple(span_targets.shape) != (input_ids.shape[0], 2):
                 raise ValueError(f"span_targets must have shape (batch, 2), got {tuple(span_targets.shape)}")
-            flow_lengths = self.bridge.check_flow(flow, flow_mask)
-            positions = span_targets_to_positions(span_targets, flow_lengths).to(bridge_output.start_logits.device)
+            positions = span_targets_to_positions(span_targets, bridge_output.flow_lengths).to(
+                bridge_output.start_logits.device
+            )
             span_loss = span_cross_entropy(
                 bridge_output.start_logits, bridge_output.end_logits, positions[:, 0], positions[:, 1]
             )
