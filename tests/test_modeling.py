@@ -408,3 +408,18 @@ class TestBadInput:
             model(**batch | {"frame_mask": torch.tensor([[0] + [1] * 7] * 2)})
         with pytest.raises(ValueError, match="span_targets must have shape"):
             model(**batch | {"span_targets": torch.zeros(2, 3)})
+
+
+def test_pickled_weights_are_refused_unless_asked_for(tmp_path):
+    from transformers import AutoModel
+
+    model = tiny_model("llama")
+    model.save_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    with pytest.raises(OSError, match="reads safetensors weights only"):
+        VideoTGBForConditionalGeneration.from_pretrained(tmp_path)
+    with pytest.raises(OSError, match="reads safetensors weights only"):
+        AutoModel.from_pretrained(tmp_path, trust_remote_code=True)
+    loaded = VideoTGBForConditionalGeneration.from_pretrained(tmp_path, use_safetensors=False)
+    assert torch.equal(loaded.query_tokens, model.query_tokens)

@@ -232,6 +232,26 @@ def load_safetensors_state_dict(name_or_path: str, **hub_kwargs) -> dict[str, to
     return state_dict
 
 
+class SafetensorsOnlyMixin:
+    """`from_pretrained` that reads safetensors weights only, unless the caller explicitly passes
+    `use_safetensors=False` (for instance for a third-party BLIP-2 checkpoint published only as pickles). A pickled
+    `pytorch_model.bin` can run code when loaded; VideoTGB checkpoints are always written as safetensors."""
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        if kwargs.get("use_safetensors") is None:
+            kwargs["use_safetensors"] = True
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except OSError as error:
+            if not kwargs["use_safetensors"] or "safetensors" not in str(error):
+                raise
+            raise OSError(
+                f"{error} {cls.__name__} reads safetensors weights only; pass use_safetensors=False to read pickled "
+                "weights from a source you trust"
+            ) from error
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Temporal Grounding Bridge
 # ----------------------------------------------------------------------------------------------------------------------
@@ -485,7 +505,7 @@ class VideoTGBBridgeEncoder(nn.Module):
         )
 
 
-class VideoTGBBridgePreTrainedModel(PreTrainedModel):
+class VideoTGBBridgePreTrainedModel(SafetensorsOnlyMixin, PreTrainedModel):
     config_class = VideoTGBBridgeConfig
     base_model_prefix = "bridge"
     supports_gradient_checkpointing = True
@@ -685,7 +705,7 @@ class VideoTGBBridgeModel(VideoTGBBridgePreTrainedModel):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-class VideoTGBPreTrainedModel(PreTrainedModel):
+class VideoTGBPreTrainedModel(SafetensorsOnlyMixin, PreTrainedModel):
     config_class = VideoTGBConfig
     base_model_prefix = "videotgb"
     main_input_name = "pixel_values"
@@ -1286,7 +1306,8 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
                 the layers, `mode`, `flow_size`, `flow_patch_size`, `flow_estimator`, `rotary_init`, ...).
             hub_kwargs: `revision`, `token`, `cache_dir`, ... for both downloads.
             config_and_loading_kwargs: `VideoTGBConfig` fields (`num_keyframes`, `frame_aggregation`, ...) and
-                `from_pretrained` arguments (`dtype`, `device_map`, ...).
+                `from_pretrained` arguments (`dtype`, `device_map`, ...). Weights are read from safetensors only;
+                for a BLIP checkpoint (revision) published only as pickles pass `use_safetensors=False` explicitly.
 
         Example:
 
