@@ -283,16 +283,17 @@ def test_gradient_checkpointing_matches_plain_backward():
         assert torch.allclose(grad, grads[1][name], atol=1e-6), name
 
 
-def test_bf16_loading_keeps_query_tokens_in_fp32_and_runs(tmp_path):
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_loading_keeps_query_tokens_in_fp32_and_runs(tmp_path, dtype):
     model = tiny_model("llama")
     model.save_pretrained(tmp_path)
-    loaded = VideoTGBForConditionalGeneration.from_pretrained(tmp_path, dtype=torch.bfloat16).eval()
+    loaded = VideoTGBForConditionalGeneration.from_pretrained(tmp_path, dtype=dtype).eval()
     assert loaded.query_tokens.dtype == torch.float32
-    assert loaded.language_model.lm_head.weight.dtype == torch.bfloat16
-    assert loaded.bridge.span_head.weight.dtype == torch.bfloat16
+    assert loaded.language_model.lm_head.weight.dtype == dtype
+    assert loaded.bridge.span_head.weight.dtype == dtype
     batch = video_batch(loaded.config)
-    batch["pixel_values"] = batch["pixel_values"].bfloat16()
-    batch["flow"] = batch["flow"].bfloat16()
+    batch["pixel_values"] = batch["pixel_values"].to(dtype)
+    batch["flow"] = batch["flow"].to(dtype)
     with torch.no_grad():
         out = loaded(**batch)
         generated = loaded.generate(**{k: v for k, v in left_pad(batch).items() if k != "labels"}, max_new_tokens=2)
