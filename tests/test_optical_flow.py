@@ -342,7 +342,7 @@ def test_pretrained_raft_recovers_known_motion():
 @pytest.mark.parametrize("estimator", ["dis", "farneback"])
 def test_missing_opencv_raises_a_clear_error(monkeypatch, estimator):
     monkeypatch.setitem(sys.modules, "cv2", None)
-    with pytest.raises(FlowDependencyError, match=r"pip install videotgb\[flow\]") as error:
+    with pytest.raises(FlowDependencyError, match=r"pip install opencv-python-headless") as error:
         compute_flow(moving_square(2, 32)[0], FlowConfig(estimator, size=32))
     assert isinstance(error.value, ImportError)
 
@@ -350,7 +350,7 @@ def test_missing_opencv_raises_a_clear_error(monkeypatch, estimator):
 def test_missing_torchvision_raft_raises_a_clear_error(monkeypatch):
     monkeypatch.setattr(optical_flow, "_raft_cache", OrderedDict())
     monkeypatch.setitem(sys.modules, "torchvision.models.optical_flow", None)
-    with pytest.raises(FlowDependencyError, match=r"torchvision.*pip install videotgb\[flow\]"):
+    with pytest.raises(FlowDependencyError, match=r"torchvision.*pip install torchvision"):
         compute_flow(moving_square(2, RAFT_SIZE)[0], FlowConfig(**RAFT_CONFIG), device="cpu")
 
 

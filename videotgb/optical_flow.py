@@ -1,4 +1,4 @@
-"""Optical flow for the Temporal Grounding Bridge (DESIGN.md §2.2).
+"""Optical flow for the Temporal Grounding Bridge (docs/method.md#flow-steps).
 
 The bridge reads motion, not pixels: for ``L`` frames sampled from a video it consumes a flow tensor of shape
 `(L, 2, S, S)`. :func:`compute_flow` is the one function that makes that tensor, used both offline (building training
@@ -24,8 +24,9 @@ pair on 2 CPU cores). RAFT weights are never downloaded: they come from a local 
 from the 0-255 frames. The original VideoTGB fed CLIP-normalised frames to RAFT at inference and skipped the
 max-normalisation, so its inference flows differed from its training flows; here there is one code path.
 
-OpenCV and torchvision are optional (``pip install videotgb[flow]``) and imported only inside the functions that need
-them, so that this file can travel with a checkpoint's remote code to machines that lack them.
+OpenCV and torchvision are installed with the package but imported only inside the functions that need them, so that
+this file can travel with a checkpoint's remote code to machines that lack them (loading a checkpoint never needs
+them; computing flow with an estimator does).
 """
 
 from __future__ import annotations
@@ -69,7 +70,6 @@ RAFT_MIN_SIZE = 128
 _RESIZE_CHUNK = 16
 _RAFT_CACHE_SIZE = 4
 _SAFETENSORS_VARIANT_KEY = "raft_variant"
-_PIP_HINT = "pip install videotgb[flow]"
 # Built RAFT models, most recently used last: key -> (the state dict they were built from, or None; model).
 _raft_cache: OrderedDict[tuple, tuple[Any, torch.nn.Module]] = OrderedDict()
 
@@ -279,20 +279,23 @@ def _resize_frames(images: torch.Tensor, size: int) -> torch.Tensor:
     return torch.cat(chunks)
 
 
-def _import_optional(module: str, estimator: str, what: str) -> Any:
-    """Import an estimator's optional dependency, or raise FlowDependencyError naming the pip extra."""
+def _import_optional(module: str, estimator: str, what: str, distribution: str) -> Any:
+    """Import an estimator's dependency, or raise FlowDependencyError naming the distribution to install.
+
+    `pip install videotgb` installs both (OpenCV and torchvision); they can be missing where a checkpoint's remote code
+    runs without the package."""
     try:
         return importlib.import_module(module)
     except ImportError as error:
         raise FlowDependencyError(
             f"The {estimator!r} optical-flow estimator needs {what}, which could not be imported ({error}). "
-            f"Install it with `{_PIP_HINT}`."
+            f"Install it with `pip install {distribution}` (or `pip install videotgb`, which includes it)."
         ) from error
 
 
 def _opencv_flow(first: torch.Tensor, second: torch.Tensor, estimator: str) -> torch.Tensor:
     """`(P, 3, S, S)` uint8 first and second frames -> `(P, 2, S, S)` flows with OpenCV."""
-    cv2 = _import_optional("cv2", estimator, "OpenCV (cv2)")
+    cv2 = _import_optional("cv2", estimator, "OpenCV (cv2)", "opencv-python-headless")
 
     def gray(images: torch.Tensor) -> list[np.ndarray]:
         return [cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) for frame in images.permute(0, 2, 3, 1).contiguous().numpy()]
@@ -388,7 +391,10 @@ def load_raft(
     else:
         weights = state_dict
     optical_flow = _import_optional(
-        "torchvision.models.optical_flow", config.estimator, "torchvision's RAFT (torchvision.models.optical_flow)"
+        "torchvision.models.optical_flow",
+        config.estimator,
+        "torchvision's RAFT (torchvision.models.optical_flow)",
+        "torchvision",
     )
     model = getattr(optical_flow, config.estimator)(weights=None, progress=False)
     if weights is None:
