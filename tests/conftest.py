@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny random configurations (DESIGN.md §5) and the real assets that install from PyPI."""
+"""Shared fixtures: tiny random configurations (docs/development.md#tiny-configurations) and the real assets that
+install from PyPI."""
 
 from __future__ import annotations
 
@@ -240,3 +241,40 @@ def run_fresh_python(script: str, *args: str, tmp_path: Path) -> subprocess.Comp
     )
     assert result.returncode == 0, result.stderr[-4000:]
     return result
+
+
+def write_blip_folder(folder: Path, llama_tokenizer_path: Path, minilm_path: Path, instruct: bool = True) -> Path:
+    """A tiny saved InstructBLIP (or BLIP-2) with a LLaMA language model, with the real LLaMA and BERT tokenizers and
+    an image processor: what a download of `Salesforce/instructblip-vicuna-7b` holds, at a tiny size."""
+    from transformers import (
+        AutoTokenizer,
+        Blip2Config,
+        Blip2ForConditionalGeneration,
+        BlipImageProcessor,
+        InstructBlipConfig,
+        InstructBlipForConditionalGeneration,
+        LlamaTokenizer,
+    )
+
+    config_class, model_class = (
+        (InstructBlipConfig, InstructBlipForConditionalGeneration)
+        if instruct
+        else (Blip2Config, Blip2ForConditionalGeneration)
+    )
+    config = config_class(
+        vision_config=dict(VISION),
+        qformer_config=dict(QFORMER, vocab_size=30522),
+        text_config=dict(LLAMA, vocab_size=32000),
+        num_query_tokens=4,
+    )
+    torch.manual_seed(0)
+    model_class(config).save_pretrained(folder)
+    # Laid out as the Hub's original revisions: tokenizer files at the top, the Q-Former's in qformer_tokenizer/,
+    # preprocessor_config.json (no processor class, which would add an `<image>` token).
+    tokenizer = LlamaTokenizer.from_pretrained(llama_tokenizer_path, add_bos_token=True)
+    tokenizer.pad_token = tokenizer.unk_token
+    tokenizer.save_pretrained(folder)
+    BlipImageProcessor(size={"height": 224, "width": 224}).save_pretrained(folder)
+    if instruct:
+        AutoTokenizer.from_pretrained(minilm_path).save_pretrained(folder / "qformer_tokenizer")
+    return folder

@@ -1,7 +1,7 @@
 """The embedded default of `videotgb demo`: a tiny checkpoint and a synthetic video, made offline in seconds.
 
-The checkpoint is a real VideoTGB folder (remote code, safetensors, processor with its three tokenizers) at the tiny
-size of DESIGN.md §5 with random weights, and tokenizers built with the `tokenizers` library from a small word list;
+The checkpoint is a real VideoTGB folder (remote code, safetensors, processor with its three tokenizers) at a tiny
+size (hidden width 32, two or four layers per part, 56-pixel frames, 32-pixel DIS flow) with random weights, and tokenizers built with the `tokenizers` library from a small word list;
 the video is a textured square that moves right, then down, encoded with PyAV. Until a tiny *trained* model ships,
 the demo shows the pipeline (decoding, flow, the bridge's keyframes, generation), not meaningful answers.
 """
@@ -30,14 +30,12 @@ def build_tokenizers():
     from transformers import PreTrainedTokenizerFast
 
     punctuation = list("?.,:!<>\n")
-    llm_vocab = {
-        token: index
-        for index, token in enumerate(
-            ["<unk>", "<s>", "</s>", "<pad>", *punctuation, *WORDS, "USER", "ASSISTANT", "video", "image"]
-        )
-    }
+    # Cased, like Vicuna's tokenizer: the chat template's `USER` / `ASSISTANT` are tokens of their own, and questions
+    # may start with a capital. `dict.fromkeys` keeps the ids contiguous (a repeated word would leave a gap).
+    llm_tokens = ["<unk>", "<s>", "</s>", "<pad>", *punctuation, *WORDS, *(word.capitalize() for word in WORDS)]
+    llm_tokens += ["USER", "ASSISTANT", "video", "image"]
+    llm_vocab = {token: index for index, token in enumerate(dict.fromkeys(llm_tokens))}
     llm = Tokenizer(models.WordLevel(llm_vocab, unk_token="<unk>"))
-    llm.normalizer = normalizers.Lowercase()
     llm.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
     llm.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
     llm.decoder = decoders.WordPiece(prefix="##")
@@ -45,10 +43,8 @@ def build_tokenizers():
         tokenizer_object=llm, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
     )
 
-    bert_vocab = {
-        token: index
-        for index, token in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *punctuation[:-1], *WORDS])
-    }
+    bert_tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *punctuation[:-1], *WORDS]
+    bert_vocab = {token: index for index, token in enumerate(dict.fromkeys(bert_tokens))}
     bert = Tokenizer(models.WordPiece(bert_vocab, unk_token="[UNK]"))
     bert.normalizer = normalizers.BertNormalizer(lowercase=True)
     bert.pre_tokenizer = pre_tokenizers.BertPreTokenizer()

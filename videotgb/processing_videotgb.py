@@ -356,12 +356,46 @@ class VideoTGBProcessor(ProcessorMixin):
         """The language-model tokenizer's `decode`."""
         return self.tokenizer.decode(*args, **kwargs)
 
+    def check_chat_template(self) -> None:
+        """Raise ValueError when the text that the chat template itself writes (role names, `<video>` / `<image>`
+        markers, separators) does not tokenise into known tokens of the language-model tokenizer.
+
+        A word-level or lowercasing tokenizer can turn `USER` or `image` into the unknown token, or into an id outside
+        its own vocabulary; the model would then read every prompt wrongly, or fail with an index error.
+        """
+        tokenizer = self.tokenizer
+        vocabulary_size = len(tokenizer)
+        unknown = tokenizer.unk_token_id
+        problems = []
+        for media in ("video", "image", None):
+            prompt = self.build_prompt("", media)
+            for token_id in tokenizer(prompt, add_special_tokens=True)["input_ids"]:
+                if token_id == unknown or not 0 <= token_id < vocabulary_size:
+                    piece = tokenizer.convert_ids_to_tokens(token_id) if token_id < vocabulary_size else "?"
+                    problems.append(f"{prompt!r} gives id {token_id} ({piece})")
+                    break
+        if problems:
+            raise ValueError(
+                f"the chat template writes text that the language-model tokenizer ({vocabulary_size} tokens) cannot "
+                "represent: " + "; ".join(problems)
+            )
+
     def check_model_config(self, config) -> None:
         """Raise ValueError when this processor prepares inputs the model was not built for (frame counts, sizes,
-        flow estimator)."""
+        flow estimator, token ids beyond an embedding table)."""
         flow = FlowConfig.from_dict(self.flow_config)
         bridge = config.bridge_config
         problems = []
+        for name, tokenizer, vocab_size in (
+            ("tokenizer", self.tokenizer, config.text_config.vocab_size),
+            ("qformer_tokenizer", self.qformer_tokenizer, config.qformer_config.vocab_size),
+            ("bridge_tokenizer", self.bridge_tokenizer, bridge.vocab_size),
+        ):
+            if name == "qformer_tokenizer" and not config.qformer_text_input:
+                continue  # BLIP-2's Q-Former reads no text
+            largest = max(tokenizer.get_vocab().values())
+            if largest >= vocab_size:
+                problems.append(f"{name} has token ids up to {largest}, beyond the model's vocab_size {vocab_size}")
         if self.num_candidate_frames != config.num_candidate_frames:
             problems.append(
                 f"num_candidate_frames {self.num_candidate_frames} != model's {config.num_candidate_frames}"
@@ -378,6 +412,75 @@ class VideoTGBProcessor(ProcessorMixin):
             problems.append(f"seq2seq={self.seq2seq} but the language model is {config.text_config.model_type}")
         if problems:
             raise ValueError("processor and model disagree: " + "; ".join(problems))
+
+    @classmethod
+    def from_blip_and_bert(
+        cls,
+        vlm_name_or_path: str,
+        bert_name_or_path: str,
+        model_config,
+        hub_kwargs: dict | None = None,
+        **processor_kwargs,
+    ) -> VideoTGBProcessor:
+        r"""
+        The processor for a model built by `VideoTGBForConditionalGeneration.from_blip_and_bert(vlm, bert)`, from the
+        same two sources.
+
+        The language-model tokenizer, the Q-Former tokenizer (InstructBLIP, in `qformer_tokenizer/`) and the image
+        processor come from the BLIP-2 / InstructBLIP checkpoint; the bridge tokenizer from the BERT checkpoint (BLIP-2's Q-Former
+        reads no text, so there the BERT tokenizer fills that slot too). Frame size, candidate count, flow estimator
+        and flow size, and the kind of language model are read from `model_config`, so that
+        `check_model_config(model_config)` passes.
+
+        Args:
+            vlm_name_or_path: BLIP-2 / InstructBLIP folder or Hub id (with its processor files).
+            bert_name_or_path: BERT folder or Hub id (with its tokenizer files).
+            model_config: the [`VideoTGBConfig`] of the model built from them.
+            hub_kwargs: `revision`, `token`, `cache_dir`, ... for both sources.
+            processor_kwargs: other [`VideoTGBProcessor`] arguments (`max_flow_steps`, `chat_template`, ...).
+        """
+        from transformers import AutoImageProcessor, AutoTokenizer
+
+        hub_kwargs = dict(hub_kwargs or {})
+        # The tokenizers are read as saved: InstructBLIP's processor class would add an `<image>` token on loading,
+        # which the language model of an original checkpoint has no embedding for.
+        try:
+            image_processor = AutoImageProcessor.from_pretrained(vlm_name_or_path, **hub_kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(vlm_name_or_path, **hub_kwargs)
+            if model_config.qformer_text_input:
+                qformer_tokenizer = AutoTokenizer.from_pretrained(
+                    vlm_name_or_path, subfolder="qformer_tokenizer", **hub_kwargs
+                )
+            else:  # BLIP-2's Q-Former reads no text
+                qformer_tokenizer = AutoTokenizer.from_pretrained(bert_name_or_path, **hub_kwargs)
+        except (OSError, ValueError) as error:
+            raise OSError(
+                f"{vlm_name_or_path}: cannot load its tokenizer, Q-Former tokenizer (qformer_tokenizer/) or image "
+                f"processor: {error}"
+            ) from error
+        try:
+            bridge_tokenizer = AutoTokenizer.from_pretrained(bert_name_or_path, **hub_kwargs)
+        except (OSError, ValueError) as error:
+            raise OSError(f"{bert_name_or_path}: cannot load its tokenizer: {error}") from error
+        image_size = model_config.vision_config.image_size
+        image_processor.size = {"height": image_size, "width": image_size}
+        bridge = model_config.bridge_config
+        flow_config = {
+            "estimator": bridge.flow_estimator,
+            "size": bridge.flow_size,
+            **processor_kwargs.pop("flow_config", {}),
+        }
+        processor_kwargs.setdefault("max_flow_steps", min(64, bridge.max_flow_steps))
+        return cls(
+            image_processor,
+            tokenizer,
+            qformer_tokenizer,
+            bridge_tokenizer,
+            num_candidate_frames=model_config.num_candidate_frames,
+            flow_config=flow_config,
+            seq2seq=not model_config.use_decoder_only_language_model,
+            **processor_kwargs,
+        )
 
     @property
     def model_input_names(self) -> list[str]:
