@@ -1,4 +1,4 @@
-"""The code base stays ruff-clean (lint and format), as CONVENTIONS.md asks."""
+"""The code base stays ruff-clean (lint and format), as docs/development.md#style asks."""
 
 from __future__ import annotations
 
