@@ -207,6 +207,34 @@ def test_check_model_config_names_each_mismatch(processor):
         processor.check_model_config(model.config)
 
 
+def test_check_model_config_finds_token_ids_beyond_an_embedding_table(processor):
+    model = real_vocab_model("llama", bridge_config={"vocab_size": 30000})
+    with pytest.raises(
+        ValueError, match="bridge_tokenizer has token ids up to 30521, beyond the model's vocab_size 30000"
+    ):
+        processor.check_model_config(model.config)
+
+
+def test_chat_template_text_is_in_the_real_tokenizers(processor, llama_tokenizer_path, minilm_path):
+    processor.check_chat_template()
+    make_processor(llama_tokenizer_path, minilm_path, seq2seq=True).check_chat_template()
+
+
+def test_check_chat_template_refuses_a_tokenizer_without_the_role_names(processor):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["<unk>", "<pad>", "user", "assistant", "video", "image", "<", ">", ":", "\n"]  # lowercase roles only
+    backend = Tokenizer(models.WordLevel({word: i for i, word in enumerate(words)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", pad_token="<pad>")
+    broken = VideoTGBProcessor(
+        processor.image_processor, tokenizer, processor.qformer_tokenizer, processor.bridge_tokenizer
+    )
+    with pytest.raises(ValueError, match="cannot represent: 'USER: <video>"):
+        broken.check_chat_template()
+
+
 class TestBadInput:
     def test_missing_file_names_the_sample_and_the_file(self, processor, tmp_path, video_bytes):
         missing = tmp_path / "nope.mp4"
