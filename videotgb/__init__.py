@@ -8,6 +8,7 @@ Importing the package registers the classes with transformers' Auto classes and 
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText
 
 from .configuration_videotgb import VideoTGBBridgeConfig, VideoTGBConfig
+from .init_checkpoint import init_from_blip_and_bert
 from .keyframes import bin_midpoints, reduce_to_k, select_keyframes, spans_to_candidates
 from .modeling_videotgb import (
     VideoTGBBridgeModel,
@@ -44,6 +45,7 @@ __all__ = [
     "VideoTGBPreTrainedModel",
     "VideoTGBProcessor",
     "bin_midpoints",
+    "init_from_blip_and_bert",
     "reduce_to_k",
     "select_keyframes",
     "spans_to_candidates",
