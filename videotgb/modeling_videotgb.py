@@ -304,7 +304,8 @@ class VideoTGBQuestionEmbeddings(nn.Module):
 
     def forward(self, input_ids: torch.LongTensor) -> torch.Tensor:
         embeddings = self.word_embeddings(input_ids) + self.token_type_embeddings(torch.zeros_like(input_ids))
-        return self.dropout(self.LayerNorm(embeddings))
+        # the word embeddings may be kept in fp32 in a half-precision model (T5 keeps `wo*` modules in fp32)
+        return self.dropout(self.LayerNorm(embeddings.to(self.LayerNorm.weight.dtype)))
 
 
 class VideoTGBFlowEmbeddings(nn.Module):
@@ -556,6 +557,11 @@ class VideoTGBBridgeModel(VideoTGBBridgePreTrainedModel):
         self.gradient_checkpointing = False
         self.post_init()
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the bridge computes in (its flow embedding's); the question embeddings may be kept in fp32."""
+        return self.flow_embeddings.patch_projection.weight.dtype
+
     def get_input_embeddings(self) -> nn.Embedding:
         return self.embeddings.word_embeddings
 
@@ -785,6 +791,21 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
         self.bridge = VideoTGBBridgeModel._from_config(config.bridge_config)
         self.post_init()
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the model's weights: the language model's.
+
+        `PreTrainedModel.dtype` is the dtype of the first parameter, here `query_tokens`, which stays fp32 in
+        half-precision models.
+        """
+        return self.language_model.dtype
+
+    @property
+    def qformer_dtype(self) -> torch.dtype:
+        """The dtype the Q-Former computes in (its first LayerNorm's); its word embeddings may be kept in fp32."""
+        layer_norm = self.qformer.embeddings.layernorm if self.config.qformer_text_input else self.qformer.layernorm
+        return layer_norm.weight.dtype
+
     @staticmethod
     def _qformer_fields(config: VideoTGBConfig) -> dict:
         fields = config.qformer_config.to_dict()
@@ -1011,10 +1032,10 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
         vision_dtype = self.vision_model.embeddings.patch_embedding.weight.dtype
         image_embeds = self.vision_model(pixel_values=frames.to(vision_dtype)).last_hidden_state
 
-        qformer_dtype = next(self.qformer.parameters()).dtype
-        image_embeds = image_embeds.to(qformer_dtype)
+        image_embeds = image_embeds.to(self.qformer_dtype)
         image_mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device)
-        query_tokens = self.query_tokens.to(qformer_dtype).expand(image_embeds.shape[0], -1, -1)
+        query_tokens = self.query_tokens.to(image_embeds.device, image_embeds.dtype)
+        query_tokens = query_tokens.expand(image_embeds.shape[0], -1, -1)
         if config.qformer_text_input:
             if qformer_input_ids is None:
                 raise ValueError("qformer_input_ids (the instruction in the Q-Former tokenizer) are required")
