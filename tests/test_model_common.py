@@ -72,3 +72,56 @@ def test_half_precision_t5_forward_and_generate(tmp_path, qformer_text_input, dt
     assert out.logits.dtype == dtype
     assert torch.isfinite(out.logits).all() and torch.isfinite(out.loss)
     assert generated.shape[0] == 2
+
+
+# ---- accelerate offload -----------------------------------------------------------------------------------------
+
+
+def explicit_offload_map(model) -> dict[str, str]:
+    """Vision tower, query tokens and the LM's embeddings on the CPU; Q-Former, projection, bridge, LM body on disk."""
+    device_map = {"vision_model": "cpu", "query_tokens": "cpu", "qformer": "disk", "language_projection": "disk"}
+    device_map |= {"bridge.embeddings": "cpu", "bridge.flow_embeddings": "disk", "bridge.encoder": "disk"}
+    device_map["bridge.span_head"] = "cpu"
+    for name, _ in model.language_model.named_children():
+        device_map[f"language_model.{name}"] = "disk"
+    return device_map
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:The following device_map keys do not match any submodules")  # query_tokens
+@pytest.mark.parametrize("language_model", ["llama", "t5"])
+@pytest.mark.parametrize("placement", ["explicit", "max_memory"])
+def test_cpu_and_disk_offload_give_the_same_outputs(tmp_path, language_model, placement):
+    from accelerate.utils import compute_module_sizes
+
+    model, folder = save_tiny(tmp_path, language_model)
+    model.eval()
+    batch = model_inputs(model.config, language_model)
+    with torch.no_grad():
+        expected = model(**batch).logits
+        expected_generated = model.generate(**generate_inputs(batch), max_new_tokens=3, do_sample=False)
+
+    if placement == "explicit":
+        placement_kwargs = {"device_map": explicit_offload_map(model)}
+    else:  # as transformers' test_disk_offload_*: half of the model fits in memory, the rest goes to disk
+        model_size = compute_module_sizes(model)[""]
+        placement_kwargs = {"device_map": "auto", "max_memory": {"cpu": int(0.5 * model_size)}}
+    offloaded = VideoTGBForConditionalGeneration.from_pretrained(
+        folder, offload_folder=tmp_path / "offload", **placement_kwargs
+    ).eval()
+    assert "disk" in set(offloaded.hf_device_map.values())
+    assert offloaded.language_projection.weight.device.type == "meta"
+    with torch.no_grad():
+        logits = offloaded(**batch).logits
+        generated = offloaded.generate(**generate_inputs(batch), max_new_tokens=3, do_sample=False)
+    torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
+    assert torch.equal(generated, expected_generated)
+
+
+def test_no_split_modules_name_existing_classes():
+    model = tiny_model("llama")
+    classes = {type(module).__name__ for module in model.modules()}
+    no_split = model._no_split_modules  # gathered from every submodel by post_init
+    assert {"VideoTGBBridgeLayer", "VideoTGBFlowEmbeddings", "VideoTGBQuestionEmbeddings"} <= set(no_split)
+    assert {"LlamaDecoderLayer", "InstructBlipEncoderLayer", "InstructBlipQFormerLayer"} <= set(no_split)
+    assert {"VideoTGBBridgeLayer", "VideoTGBFlowEmbeddings", "VideoTGBQuestionEmbeddings"} <= classes

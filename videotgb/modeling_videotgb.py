@@ -511,7 +511,8 @@ class VideoTGBBridgePreTrainedModel(SafetensorsOnlyMixin, PreTrainedModel):
     base_model_prefix = "bridge"
     supports_gradient_checkpointing = True
     _supports_sdpa = True
-    _no_split_modules = ["VideoTGBBridgeLayer", "VideoTGBFlowEmbeddings"]
+    # modules that add up their submodules' outputs or use their own parameters directly stay on one device
+    _no_split_modules = ["VideoTGBBridgeLayer", "VideoTGBFlowEmbeddings", "VideoTGBQuestionEmbeddings"]
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
@@ -726,9 +727,7 @@ class VideoTGBPreTrainedModel(SafetensorsOnlyMixin, PreTrainedModel):
         "InstructBlipQFormerLayer",
         "InstructBlipQFormerEmbeddings",
         "Blip2QFormerLayer",
-        "VideoTGBBridgeLayer",
-        "VideoTGBFlowEmbeddings",
-    ]
+    ]  # `post_init` adds those of the language model and of the bridge
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
@@ -1012,18 +1011,13 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
         config = self.config
         batch_size, num_frames = pixel_values.shape[:2]
         num_visual = config.num_visual_tokens
-        device = self.language_projection.weight.device
-        features = torch.zeros(
-            batch_size,
-            num_visual,
-            config.text_config.hidden_size,
-            dtype=self.language_projection.weight.dtype,
-            device=device,
-        )
-        has_frames = (frame_counts > 0).to(device)
+        # devices come from the tensors computed: with accelerate offload, weights are on the `meta` device
+        shape = (batch_size, num_visual, config.text_config.hidden_size)
+        has_frames = frame_counts > 0
         visual_mask = has_frames[:, None].long().expand(-1, num_visual).contiguous()
         if not has_frames.any():
-            return features, visual_mask
+            dtype = self.language_projection.weight.dtype
+            return torch.zeros(shape, dtype=dtype, device=frame_counts.device), visual_mask
 
         rows = has_frames.nonzero().squeeze(-1).to(keyframe_indices.device)
         flat = rows[:, None] * num_frames + keyframe_indices[rows]
@@ -1064,7 +1058,7 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
             per_sample = per_sample.flatten(1, 2)
         else:
             per_sample = per_sample.mean(dim=1)
-        features = features.index_put((rows.to(device),), per_sample.to(features.dtype))
+        features = per_sample.new_zeros(shape).index_put((rows.to(per_sample.device),), per_sample)
         return features, visual_mask
 
     def _encode(
