@@ -9,6 +9,7 @@ import logging
 import pytest
 import torch
 from conftest import randomize_, tiny_model, video_batch
+from transformers import PretrainedConfig
 
 from videotgb import VideoTGBForConditionalGeneration
 
@@ -125,3 +126,45 @@ def test_no_split_modules_name_existing_classes():
     assert {"VideoTGBBridgeLayer", "VideoTGBFlowEmbeddings", "VideoTGBQuestionEmbeddings"} <= set(no_split)
     assert {"LlamaDecoderLayer", "InstructBlipEncoderLayer", "InstructBlipQFormerLayer"} <= set(no_split)
     assert {"VideoTGBBridgeLayer", "VideoTGBFlowEmbeddings", "VideoTGBQuestionEmbeddings"} <= classes
+
+
+# ---- attention implementations ----------------------------------------------------------------------------------
+
+LANGUAGE_MODEL_AND_QFORMER = [("llama", True), ("llama", False), ("t5", False), ("t5", True)]
+
+
+def attn_implementations(model) -> dict[str, str]:
+    """`_attn_implementation` of every submodule's config (`""` for the model itself)."""
+    found = {}
+    for name, module in model.named_modules():
+        config = getattr(module, "config", None)
+        if isinstance(config, PretrainedConfig):
+            found[name] = config._attn_implementation
+    return found
+
+
+@pytest.mark.parametrize(("language_model", "qformer_text_input"), LANGUAGE_MODEL_AND_QFORMER)
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+def test_attn_implementation_reaches_every_submodule(tmp_path, language_model, qformer_text_input, implementation):
+    _, folder = save_tiny(tmp_path, language_model, qformer_text_input=qformer_text_input)
+    loaded = VideoTGBForConditionalGeneration.from_pretrained(folder, attn_implementation=implementation)
+    found = attn_implementations(loaded)
+    assert {"", "vision_model", "qformer", "language_model", "bridge"} <= set(found)
+    assert set(found.values()) == {implementation}, found
+    assert loaded.config.qformer_config._attn_implementation == implementation
+
+    other = "sdpa" if implementation == "eager" else "eager"
+    loaded.set_attn_implementation(other)
+    assert set(attn_implementations(loaded).values()) == {other}
+
+
+@pytest.mark.parametrize(("language_model", "qformer_text_input"), LANGUAGE_MODEL_AND_QFORMER)
+def test_eager_matches_sdpa_inference(tmp_path, language_model, qformer_text_input):
+    _, folder = save_tiny(tmp_path, language_model, qformer_text_input=qformer_text_input)
+    eager = VideoTGBForConditionalGeneration.from_pretrained(folder, attn_implementation="eager").eval()
+    sdpa = VideoTGBForConditionalGeneration.from_pretrained(folder, attn_implementation="sdpa").eval()
+    batch = model_inputs(eager.config, language_model)
+    with torch.no_grad():
+        eager_out, sdpa_out = eager(**batch), sdpa(**batch)
+    torch.testing.assert_close(eager_out.logits, sdpa_out.logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(eager_out.start_logits, sdpa_out.start_logits, rtol=1e-5, atol=1e-5)

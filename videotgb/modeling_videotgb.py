@@ -781,7 +781,11 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
         if config.qformer_text_input:
             self.qformer = InstructBlipQFormerModel._from_config(config.qformer_config)
         else:
-            self.qformer = Blip2QFormerModel._from_config(Blip2QFormerConfig(**self._qformer_fields(config)))
+            # a BLIP-2 Q-Former config built from `qformer_config`, with the attention implementation it was given
+            self.qformer = Blip2QFormerModel._from_config(
+                Blip2QFormerConfig(**self._qformer_fields(config)),
+                attn_implementation=config.qformer_config._attn_implementation,
+            )
         self.language_projection = nn.Linear(config.qformer_config.hidden_size, config.text_config.hidden_size)
         if config.use_decoder_only_language_model:
             self.language_model = AutoModelForCausalLM.from_config(config.text_config)
