@@ -168,3 +168,64 @@ def test_eager_matches_sdpa_inference(tmp_path, language_model, qformer_text_inp
         eager_out, sdpa_out = eager(**batch), sdpa(**batch)
     torch.testing.assert_close(eager_out.logits, sdpa_out.logits, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(eager_out.start_logits, sdpa_out.start_logits, rtol=1e-5, atol=1e-5)
+
+
+# ---- inputs_embeds ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("language_model", ["llama", "t5"])
+def test_inputs_embeds_matches_input_ids(language_model):
+    model = randomize_(tiny_model(language_model), std=0.1)
+    batch = model_inputs(model.config, language_model)
+    input_ids = batch.pop("input_ids")
+    inputs_embeds = model.get_input_embeddings()(input_ids)
+    with torch.no_grad():
+        from_ids = model(input_ids=input_ids, **batch)
+        from_embeds = model(inputs_embeds=inputs_embeds, **batch)
+    torch.testing.assert_close(from_embeds.logits, from_ids.logits)
+    torch.testing.assert_close(from_embeds.loss, from_ids.loss)
+    assert torch.equal(from_embeds.keyframe_indices, from_ids.keyframe_indices)
+
+
+@pytest.mark.parametrize("language_model", ["llama", "t5"])
+def test_generate_from_inputs_embeds_matches_input_ids(language_model):
+    model = randomize_(tiny_model(language_model), std=0.1)
+    inputs = generate_inputs(model_inputs(model.config, language_model))
+    input_ids = inputs.pop("input_ids")
+    inputs_embeds = model.get_input_embeddings()(input_ids)
+    with torch.no_grad():
+        from_ids = model.generate(input_ids=input_ids, **inputs, max_new_tokens=4, do_sample=False)
+        from_embeds = model.generate(inputs_embeds=inputs_embeds, **inputs, max_new_tokens=4, do_sample=False)
+    assert torch.equal(from_embeds, from_ids)
+
+
+def test_text_inputs_are_given_exactly_once():
+    model = tiny_model("llama")
+    batch = model_inputs(model.config, "llama")
+    embeds = model.get_input_embeddings()(batch["input_ids"])
+    with pytest.raises(ValueError, match="either input_ids or inputs_embeds"):
+        model(**batch, inputs_embeds=embeds)
+    with pytest.raises(ValueError, match="either input_ids or inputs_embeds"):
+        model(**{key: value for key, value in batch.items() if key != "input_ids"})
+    with pytest.raises(ValueError, match="either input_ids or inputs_embeds"):
+        model.generate(**generate_inputs(batch), inputs_embeds=embeds, max_new_tokens=2)
+
+
+@pytest.mark.parametrize("name", ["labels", "span_targets", "inputs", "position_ids"])
+def test_generate_refuses_arguments_it_would_drop_or_override(name):
+    model = tiny_model("llama")
+    inputs = generate_inputs(model_inputs(model.config, "llama"))
+    with pytest.raises(ValueError, match=name):
+        model.generate(**inputs, **{name: inputs["input_ids"]}, max_new_tokens=2)
+
+
+def test_forward_keeps_the_video_when_language_model_kwargs_are_passed():
+    model = randomize_(tiny_model("llama"), std=0.1)
+    batch = model_inputs(model.config, "llama")
+    with torch.no_grad():
+        plain = model(**batch)
+        with_kwargs = model(**batch, use_cache=False, output_hidden_states=True)
+    torch.testing.assert_close(with_kwargs.logits, plain.logits)
+    assert with_kwargs.language_model_outputs.hidden_states is not None
+    with pytest.raises(ValueError, match="position_ids"):
+        model(**batch, position_ids=torch.arange(batch["input_ids"].shape[1])[None])

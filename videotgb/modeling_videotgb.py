@@ -210,6 +210,24 @@ def merge_visual_prefix(
     return embeds, mask, labels
 
 
+_ARGUMENTS_FORWARD_REFUSES = {
+    "position_ids": "the language model reads the visual tokens merged with the text; its positions are not the "
+    "text's alone, so they are left to the language model",
+}
+_ARGUMENTS_GENERATE_REFUSES = {
+    "labels": "generate computes no loss; pass labels to forward",
+    "span_targets": "generate computes no loss; pass span_targets to forward",
+    "inputs": "pass the prompt as input_ids (or its embeddings as inputs_embeds)",
+}
+
+
+def _refuse_arguments(kwargs: dict, refused: dict[str, str]) -> None:
+    """Raise a ValueError naming the first of `kwargs` that VideoTGB cannot pass on, and why."""
+    for name, reason in refused.items():
+        if name in kwargs:
+            raise ValueError(f"{name} cannot be passed here: {reason}")
+
+
 def load_safetensors_state_dict(name_or_path: str, **hub_kwargs) -> dict[str, torch.Tensor]:
     """State dict of a checkpoint folder or Hub id from `model.safetensors` or its sharded index (never pickle)."""
     from safetensors.torch import load_file
@@ -853,19 +871,32 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
     def _check_inputs(
         self,
         input_ids: torch.LongTensor | None,
+        inputs_embeds: torch.Tensor | None,
         pixel_values: torch.Tensor | None,
         frame_mask: torch.Tensor | None,
         keyframe_indices: torch.LongTensor | None,
     ) -> tuple[torch.Tensor | None, torch.LongTensor]:
-        """Validate the visual inputs; return `pixel_values` as 5-D (or None) and the `(batch,)` frame counts."""
-        if input_ids is None or input_ids.dim() != 2 or input_ids.shape[0] == 0:
-            shape = None if input_ids is None else tuple(input_ids.shape)
-            raise ValueError(f"input_ids must have shape (batch >= 1, length), got {shape}")
-        batch_size = input_ids.shape[0]
+        """Validate the text and visual inputs; return `pixel_values` as 5-D (or None) and the `(batch,)` frame
+        counts."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError(
+                "pass either input_ids or inputs_embeds (the embedded text, without visual tokens), not both"
+            )
+        if input_ids is not None and (input_ids.dim() != 2 or input_ids.shape[0] == 0):
+            raise ValueError(f"input_ids must have shape (batch >= 1, length), got {tuple(input_ids.shape)}")
+        hidden_size = self.config.text_config.hidden_size
+        if inputs_embeds is not None and (
+            inputs_embeds.dim() != 3 or inputs_embeds.shape[0] == 0 or inputs_embeds.shape[-1] != hidden_size
+        ):
+            raise ValueError(
+                f"inputs_embeds must have shape (batch >= 1, length, {hidden_size}), got {tuple(inputs_embeds.shape)}"
+            )
+        text = input_ids if input_ids is not None else inputs_embeds
+        batch_size = text.shape[0]
         if pixel_values is None:
             if keyframe_indices is not None:
                 raise ValueError("keyframe_indices were given without pixel_values")
-            return None, torch.zeros(batch_size, dtype=torch.long, device=input_ids.device)
+            return None, torch.zeros(batch_size, dtype=torch.long, device=text.device)
         if pixel_values.dim() == 4:
             pixel_values = pixel_values[:, None]
         image_size = self.config.vision_config.image_size
@@ -982,7 +1013,7 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
         batch_size: int,
     ) -> VideoTGBBridgeOutput:
         if flow.shape[0] != batch_size:
-            raise ValueError(f"flow has batch size {flow.shape[0]} but input_ids has {batch_size}")
+            raise ValueError(f"flow has batch size {flow.shape[0]} but the text has {batch_size}")
         if bridge_input_ids is None:
             raise ValueError("bridge_input_ids (the question in the bridge tokenizer) are required with flow")
         return self.bridge(flow, bridge_input_ids, flow_mask=flow_mask, attention_mask=bridge_attention_mask)
@@ -1067,7 +1098,8 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
 
     def _encode(
         self,
-        input_ids: torch.LongTensor,
+        input_ids: torch.LongTensor | None,
+        inputs_embeds: torch.Tensor | None,
         attention_mask: torch.Tensor | None,
         labels: torch.LongTensor | None,
         pixel_values: torch.Tensor | None,
@@ -1082,10 +1114,12 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
         need_bridge: bool,
         selection_strategy: str | None = None,
     ) -> dict:
-        """Shared by `forward` and `generate`: select keyframes, encode them, and build the LM's input embeddings."""
-        pixel_values, frame_counts = self._check_inputs(input_ids, pixel_values, frame_mask, keyframe_indices)
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
+        """Shared by `forward` and `generate`: select keyframes, encode them, and build the LM's input embeddings
+        (the visual tokens merged with the text's embeddings, `inputs_embeds` or those of `input_ids`)."""
+        pixel_values, frame_counts = self._check_inputs(
+            input_ids, inputs_embeds, pixel_values, frame_mask, keyframe_indices
+        )
+        batch_size = frame_counts.shape[0]
         if flow is not None and pixel_values is None:
             raise ValueError("flow was given without pixel_values (the candidate frames it selects from)")
 
@@ -1095,16 +1129,16 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
                 frame_counts, flow, flow_mask, bridge_input_ids, bridge_attention_mask, strategy=selection_strategy
             )
         elif need_bridge and flow is not None:
-            bridge_output = self.run_bridge(
-                flow, flow_mask, bridge_input_ids, bridge_attention_mask, input_ids.shape[0]
-            )
+            bridge_output = self.run_bridge(flow, flow_mask, bridge_input_ids, bridge_attention_mask, batch_size)
 
-        text_embeds = self.get_input_embeddings()(input_ids)
+        text_embeds = self.get_input_embeddings()(input_ids) if inputs_embeds is None else inputs_embeds
+        if attention_mask is None:
+            attention_mask = torch.ones(text_embeds.shape[:2], dtype=torch.long, device=text_embeds.device)
         if pixel_values is None:
-            visual = text_embeds.new_zeros(input_ids.shape[0], self.config.num_visual_tokens, text_embeds.shape[-1])
-            visual_mask = torch.zeros(visual.shape[:2], dtype=torch.long, device=input_ids.device)
+            visual = text_embeds.new_zeros(batch_size, self.config.num_visual_tokens, text_embeds.shape[-1])
+            visual_mask = torch.zeros(visual.shape[:2], dtype=torch.long, device=text_embeds.device)
             keyframe_indices = torch.zeros(
-                input_ids.shape[0], self.config.num_keyframes, dtype=torch.long, device=input_ids.device
+                batch_size, self.config.num_keyframes, dtype=torch.long, device=text_embeds.device
             )
         else:
             visual, visual_mask = self.get_video_features(
@@ -1134,7 +1168,7 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
 
     def forward(
         self,
-        input_ids: torch.LongTensor,
+        input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         pixel_values: torch.FloatTensor | None = None,
         frame_mask: torch.Tensor | None = None,
@@ -1149,15 +1183,16 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
         span_targets: torch.FloatTensor | None = None,
         decoder_input_ids: torch.LongTensor | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> VideoTGBOutput | tuple:
         r"""
         input_ids (`torch.LongTensor` of shape `(batch_size, length)`):
             Prompt (and, for a causal LM in training, answer) tokens of the language model, right-padded for
-            training, left-padded for batched generation.
+            training, left-padded for batched generation. Give either `input_ids` or `inputs_embeds`.
         attention_mask (`torch.LongTensor` of shape `(batch_size, length)`, *optional*):
-            Padding mask of `input_ids`.
+            Padding mask of `input_ids` (or `inputs_embeds`).
         pixel_values (`torch.FloatTensor` of shape `(batch_size, frames, 3, height, width)`, *optional*):
             Candidate frames (`num_candidate_frames` for videos, 1 for images), CLIP-normalised. `None` for a
             text-only batch.
@@ -1179,10 +1214,17 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
         span_targets (`torch.FloatTensor` of shape `(batch_size, 2)`, *optional*):
             Target (start, end) of the relevant span as ratios of the video's flow steps in [0, 1]; NaN or negative
             rows are ignored (images, text-only samples). Gives `span_loss`.
+        inputs_embeds (`torch.FloatTensor` of shape `(batch_size, length, text_hidden_size)`, *optional*):
+            The text's embeddings instead of `input_ids` (e.g. `model.get_input_embeddings()(input_ids)`); the visual
+            tokens are merged with them as with those of `input_ids`.
+        kwargs:
+            Further arguments of the language model's forward (`use_cache`, `output_hidden_states`, ...).
         """
+        _refuse_arguments(kwargs, _ARGUMENTS_FORWARD_REFUSES)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         encoded = self._encode(
             input_ids,
+            inputs_embeds,
             attention_mask,
             labels if self.config.use_decoder_only_language_model else None,
             pixel_values,
@@ -1196,7 +1238,7 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
             keyframe_indices,
             need_bridge=span_targets is not None,
         )
-        lm_kwargs = {"inputs_embeds": encoded["inputs_embeds"], "attention_mask": encoded["attention_mask"], **kwargs}
+        lm_kwargs = {**kwargs, "inputs_embeds": encoded["inputs_embeds"], "attention_mask": encoded["attention_mask"]}
         if self.config.use_decoder_only_language_model:
             lm_kwargs["labels"] = encoded["labels"]
         else:
@@ -1210,7 +1252,7 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
         if span_targets is not None:
             if bridge_output is None:
                 raise ValueError("span_targets need flow (and bridge_input_ids) to compute the span loss")
-            if tuple(span_targets.shape) != (input_ids.shape[0], 2):
+            if tuple(span_targets.shape) != (encoded["inputs_embeds"].shape[0], 2):
                 raise ValueError(f"span_targets must have shape (batch, 2), got {tuple(span_targets.shape)}")
             positions = span_targets_to_positions(span_targets, bridge_output.flow_lengths).to(
                 bridge_output.start_logits.device
@@ -1255,6 +1297,7 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
         qformer_attention_mask: torch.Tensor | None = None,
         keyframe_indices: torch.LongTensor | None = None,
         selection_strategy: str | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
         **generate_kwargs,
     ):
         r"""
@@ -1267,11 +1310,15 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
 
         selection_strategy (`str`, *optional*): `"argmax"` or `"sample"` for this call; defaults to the config's
             `eval_selection` (the model is expected in eval mode).
+        inputs_embeds (`torch.FloatTensor` of shape `(batch_size, length, text_hidden_size)`, *optional*): the
+            prompt's embeddings instead of `input_ids`, as in `forward`.
         """
+        _refuse_arguments(generate_kwargs, _ARGUMENTS_FORWARD_REFUSES | _ARGUMENTS_GENERATE_REFUSES)
         if hasattr(self, "hf_device_map") and hasattr(self.language_model, "_hf_hook"):
             self.language_model._hf_hook.io_same_device = True
         encoded = self._encode(
             input_ids,
+            inputs_embeds,
             attention_mask,
             None,
             pixel_values,
