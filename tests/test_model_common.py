@@ -11,7 +11,7 @@ import torch
 from conftest import randomize_, tiny_model, video_batch
 from transformers import PretrainedConfig
 
-from videotgb import VideoTGBForConditionalGeneration
+from videotgb import VideoTGBBridgeConfig, VideoTGBBridgeModel, VideoTGBForConditionalGeneration
 
 OUR_LOGGER = logging.getLogger("videotgb.modeling_videotgb")
 T5_LABELS = torch.tensor([[40, 41, 42, 1], [43, 1, -100, -100]])
@@ -229,3 +229,61 @@ def test_forward_keeps_the_video_when_language_model_kwargs_are_passed():
     assert with_kwargs.language_model_outputs.hidden_states is not None
     with pytest.raises(ValueError, match="position_ids"):
         model(**batch, position_ids=torch.arange(batch["input_ids"].shape[1])[None])
+
+
+# ---- output flags from the config (bridge) ----------------------------------------------------------------------
+
+
+def tiny_bridge(**overrides) -> VideoTGBBridgeModel:
+    from conftest import BRIDGE
+
+    torch.manual_seed(0)
+    return VideoTGBBridgeModel(VideoTGBBridgeConfig(**{**BRIDGE, **overrides})).eval()
+
+
+def bridge_inputs() -> dict:
+    generator = torch.Generator().manual_seed(0)
+    return {
+        "flow": torch.randn(2, 6, 2, 32, 32, generator=generator),
+        "flow_mask": torch.tensor([[1] * 6, [1] * 4 + [0] * 2]),
+        "input_ids": torch.tensor([[5, 6, 7, 8], [9, 10, 11, 0]]),
+        "attention_mask": torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]]),
+    }
+
+
+@pytest.mark.parametrize("mode", ["fusion", "multi_modal"])
+def test_bridge_attention_outputs_follow_the_config(mode):
+    bridge = tiny_bridge(mode=mode)
+    bridge.config._attn_implementation = "eager"  # as transformers' test_attention_outputs
+    bridge.config.output_attentions = True
+    with torch.no_grad():
+        out = bridge(**bridge_inputs())
+    layers = len(bridge.encoder.layer)
+    assert out.attentions is not None and len(out.attentions) == layers
+    assert out.attentions[0].shape == (2, 4, 8, 8)
+    assert len(out.cross_attentions) == sum(layer.has_cross_attention for layer in bridge.encoder.layer.values())
+    assert out.hidden_states is None
+    with torch.no_grad():
+        assert bridge(**bridge_inputs(), output_attentions=False).attentions is None
+
+
+def test_bridge_hidden_states_output_follows_the_config():
+    bridge = tiny_bridge()
+    bridge.config.output_hidden_states = True
+    with torch.no_grad():
+        out = bridge(**bridge_inputs())
+    assert out.hidden_states is not None and len(out.hidden_states) == len(bridge.encoder.layer) + 1
+    assert out.hidden_states[0].shape == (2, 8, 32)
+    assert out.attentions is None
+    with torch.no_grad():
+        assert bridge(**bridge_inputs(), output_hidden_states=False).hidden_states is None
+
+
+def test_bridge_return_dict_follows_the_config():
+    bridge = tiny_bridge()
+    bridge.config.return_dict = False
+    with torch.no_grad():
+        out = bridge(**bridge_inputs())
+        as_dict = bridge(**bridge_inputs(), return_dict=True)
+    assert isinstance(out, tuple)
+    torch.testing.assert_close(out[0], as_dict.start_logits)

@@ -619,9 +619,9 @@ class VideoTGBBridgeModel(VideoTGBBridgePreTrainedModel):
         input_ids: torch.LongTensor,
         flow_mask: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
-        return_dict: bool = True,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
     ) -> VideoTGBBridgeOutput | tuple:
         r"""
         flow (`torch.FloatTensor` of shape `(batch_size, flow_steps, 2, flow_size, flow_size)`):
@@ -633,7 +633,15 @@ class VideoTGBBridgeModel(VideoTGBBridgePreTrainedModel):
             hold the dtype's minimum everywhere.
         attention_mask (`torch.LongTensor` of shape `(batch_size, question_length)`, *optional*):
             Question padding mask.
+        output_attentions, output_hidden_states, return_dict (`bool`, *optional*):
+            Default to the config's (`False`, `False`, `True` unless set); attentions are computed eagerly.
         """
+        config = self.config
+        output_attentions = output_attentions if output_attentions is not None else config.output_attentions
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else config.output_hidden_states
+        )
+        return_dict = return_dict if return_dict is not None else config.return_dict
         flow_lengths = self.check_flow(flow, flow_mask)
         if input_ids.dim() != 2 or input_ids.shape[0] != flow.shape[0]:
             raise ValueError(
