@@ -4,6 +4,7 @@ half precision, accelerate offload, attention implementations, `inputs_embeds`, 
 
 from __future__ import annotations
 
+import inspect
 import logging
 
 import pytest
@@ -287,3 +288,12 @@ def test_bridge_return_dict_follows_the_config():
         as_dict = bridge(**bridge_inputs(), return_dict=True)
     assert isinstance(out, tuple)
     torch.testing.assert_close(out[0], as_dict.start_logits)
+
+
+# ---- main_input_name --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model_class", [VideoTGBForConditionalGeneration, VideoTGBBridgeModel])
+def test_main_input_name_is_the_first_forward_argument(model_class):
+    first_argument = list(inspect.signature(model_class.forward).parameters)[1]
+    assert model_class.main_input_name == first_argument

@@ -527,6 +527,7 @@ class VideoTGBBridgeEncoder(nn.Module):
 class VideoTGBBridgePreTrainedModel(SafetensorsOnlyMixin, PreTrainedModel):
     config_class = VideoTGBBridgeConfig
     base_model_prefix = "bridge"
+    main_input_name = "flow"  # the first argument of `forward`; it sets the batch
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     # modules that add up their submodules' outputs or use their own parameters directly stay on one device
@@ -741,7 +742,9 @@ class VideoTGBBridgeModel(VideoTGBBridgePreTrainedModel):
 class VideoTGBPreTrainedModel(SafetensorsOnlyMixin, PreTrainedModel):
     config_class = VideoTGBConfig
     base_model_prefix = "videotgb"
-    main_input_name = "pixel_values"
+    # the first argument of `forward`, as for LLaVA-style models: every sample has text (frames are optional), and
+    # Trainer counts input tokens in it
+    main_input_name = "input_ids"
     input_modalities = ("video", "image", "text")
     supports_gradient_checkpointing = True
     _supports_sdpa = True
