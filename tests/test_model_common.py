@@ -9,7 +9,7 @@ import logging
 
 import pytest
 import torch
-from conftest import randomize_, tiny_model, video_batch
+from conftest import LLAMA, QFORMER, VISION, randomize_, tiny_model, video_batch
 from transformers import PretrainedConfig
 
 from videotgb import VideoTGBBridgeConfig, VideoTGBBridgeModel, VideoTGBForConditionalGeneration
@@ -297,3 +297,54 @@ def test_bridge_return_dict_follows_the_config():
 def test_main_input_name_is_the_first_forward_argument(model_class):
     first_argument = list(inspect.signature(model_class.forward).parameters)[1]
     assert model_class.main_input_name == first_argument
+
+
+# ---- from_pretrained refuses other model types -------------------------------------------------------------------
+
+
+def tiny_instructblip_folder(tmp_path):
+    from transformers import InstructBlipConfig, InstructBlipForConditionalGeneration
+
+    torch.manual_seed(0)
+    config = InstructBlipConfig(
+        vision_config=dict(VISION), qformer_config=dict(QFORMER), text_config=dict(LLAMA), num_query_tokens=4
+    )
+    folder = tmp_path / "instructblip"
+    InstructBlipForConditionalGeneration(config).save_pretrained(folder)
+    return folder
+
+
+def test_from_pretrained_refuses_a_checkpoint_of_another_type(minilm_path):
+    from videotgb.modeling_videotgb import WrongModelTypeError
+
+    with pytest.raises(WrongModelTypeError, match=rf"{minilm_path}.*'bert'") as error:
+        VideoTGBForConditionalGeneration.from_pretrained(minilm_path)
+    assert isinstance(error.value, ValueError)
+    with pytest.raises(WrongModelTypeError, match="'bert'"):
+        VideoTGBBridgeModel.from_pretrained(minilm_path)
+
+
+def test_from_pretrained_points_blip_checkpoints_to_from_blip_and_bert(tmp_path):
+    from videotgb.modeling_videotgb import WrongModelTypeError
+
+    folder = tiny_instructblip_folder(tmp_path)
+    with pytest.raises(WrongModelTypeError, match="'instructblip'") as error:
+        VideoTGBForConditionalGeneration.from_pretrained(folder)
+    assert "from_blip_and_bert" in str(error.value) and "videotgb init --vlm" in str(error.value)
+
+
+def test_the_bridge_loads_from_a_videotgb_checkpoint(tmp_path):
+    model, folder = save_tiny(tmp_path)
+    bridge = VideoTGBBridgeModel.from_pretrained(folder)
+    assert bridge.config.hidden_size == model.config.bridge_config.hidden_size
+    assert torch.equal(bridge.span_head.weight, model.bridge.span_head.weight)
+    model.bridge.save_pretrained(tmp_path / "bridge")
+    with pytest.raises(ValueError, match="'videotgb_bridge'"):
+        VideoTGBForConditionalGeneration.from_pretrained(tmp_path / "bridge")
+
+
+def test_an_explicit_config_is_not_refused(tmp_path):
+    model, folder = save_tiny(tmp_path)
+    model.bridge.save_pretrained(tmp_path / "bridge")
+    loaded = VideoTGBBridgeModel.from_pretrained(tmp_path / "bridge", config=model.config.bridge_config)
+    assert torch.equal(loaded.span_head.weight, model.bridge.span_head.weight)

@@ -16,7 +16,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, GenerationMixin, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    GenerationMixin,
+    PretrainedConfig,
+    PreTrainedModel,
+)
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
@@ -250,13 +257,59 @@ def load_safetensors_state_dict(name_or_path: str, **hub_kwargs) -> dict[str, to
     return state_dict
 
 
+class WrongModelTypeError(ValueError):
+    """A checkpoint's `config.json` names a `model_type` that the class asked to load it cannot build."""
+
+
+BLIP_MODEL_TYPES = ("blip-2", "instructblip", "instructblipvideo")
+_CONFIG_LOOKUP_KWARGS = (
+    "cache_dir",
+    "force_download",
+    "proxies",
+    "token",
+    "local_files_only",
+    "revision",
+    "subfolder",
+)
+
+
 class SafetensorsOnlyMixin:
-    """`from_pretrained` that reads safetensors weights only, unless the caller explicitly passes
-    `use_safetensors=False` (for instance for a third-party BLIP-2 checkpoint published only as pickles). A pickled
-    `pytorch_model.bin` can run code when loaded; VideoTGB checkpoints are always written as safetensors."""
+    """`from_pretrained` that refuses checkpoints of another model type and reads safetensors weights only.
+
+    Without an explicit `config`, the checkpoint's `config.json` must name one of `loadable_model_types`: transformers
+    would otherwise only log a warning and build the class's default configuration (VideoTGB-7B) around weights
+    that do not fit it. Safetensors only, unless the caller explicitly passes `use_safetensors=False` (for instance
+    for a third-party BLIP-2 checkpoint published only as pickles): a pickled `pytorch_model.bin` can run code when
+    loaded; VideoTGB checkpoints are always written as safetensors."""
+
+    loadable_model_types: tuple[str, ...] = ()
+
+    @classmethod
+    def check_model_type(cls, pretrained_model_name_or_path, **hub_kwargs) -> None:
+        """Raise `WrongModelTypeError` when the checkpoint's `config.json` names a model type this class does not
+        load (BLIP-2 / InstructBLIP checkpoints get a pointer to `from_blip_and_bert`)."""
+        lookup = {key: hub_kwargs[key] for key in _CONFIG_LOOKUP_KWARGS if key in hub_kwargs}
+        config_dict, _ = PretrainedConfig.get_config_dict(pretrained_model_name_or_path, **lookup)
+        model_type = config_dict.get("model_type")
+        if model_type is None or model_type in cls.loadable_model_types:
+            return
+        expected = " or ".join(repr(name) for name in cls.loadable_model_types)
+        message = (
+            f"{pretrained_model_name_or_path} holds a {model_type!r} checkpoint, but {cls.__name__} loads {expected} "
+            "checkpoints (pass `config=` explicitly to load its weights anyway)."
+        )
+        if model_type in BLIP_MODEL_TYPES:
+            message += (
+                " To build VideoTGB from a BLIP-2 / InstructBLIP checkpoint and a BERT checkpoint for the bridge, use "
+                "`VideoTGBForConditionalGeneration.from_blip_and_bert(vlm, bert)` or the command "
+                "`videotgb init --vlm VLM --bert BERT --output DIR`."
+            )
+        raise WrongModelTypeError(message)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        if kwargs.get("config") is None and pretrained_model_name_or_path is not None:
+            cls.check_model_type(pretrained_model_name_or_path, **kwargs)
         if kwargs.get("use_safetensors") is None:
             kwargs["use_safetensors"] = True
         try:
@@ -528,6 +581,7 @@ class VideoTGBBridgePreTrainedModel(SafetensorsOnlyMixin, PreTrainedModel):
     config_class = VideoTGBBridgeConfig
     base_model_prefix = "bridge"
     main_input_name = "flow"  # the first argument of `forward`; it sets the batch
+    loadable_model_types = ("videotgb_bridge", "videotgb")  # a VideoTGB checkpoint's bridge loads on its own
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     # modules that add up their submodules' outputs or use their own parameters directly stay on one device
@@ -745,6 +799,7 @@ class VideoTGBPreTrainedModel(SafetensorsOnlyMixin, PreTrainedModel):
     # the first argument of `forward`, as for LLaVA-style models: every sample has text (frames are optional), and
     # Trainer counts input tokens in it
     main_input_name = "input_ids"
+    loadable_model_types = ("videotgb",)
     input_modalities = ("video", "image", "text")
     supports_gradient_checkpointing = True
     _supports_sdpa = True
@@ -1477,5 +1532,6 @@ __all__ = [
     "VideoTGBModel",
     "VideoTGBOutput",
     "VideoTGBPreTrainedModel",
+    "WrongModelTypeError",
     "merge_visual_prefix",
 ]
