@@ -11,6 +11,8 @@ import pytest
 import torch
 from conftest import LLAMA, QFORMER, VISION, randomize_, tiny_model, video_batch
 from transformers import PretrainedConfig
+from transformers.testing_utils import CaptureLogger
+from transformers.utils import logging as hf_logging
 
 from videotgb import VideoTGBBridgeConfig, VideoTGBBridgeModel, VideoTGBForConditionalGeneration
 
@@ -348,3 +350,46 @@ def test_an_explicit_config_is_not_refused(tmp_path):
     model.bridge.save_pretrained(tmp_path / "bridge")
     loaded = VideoTGBBridgeModel.from_pretrained(tmp_path / "bridge", config=model.config.bridge_config)
     assert torch.equal(loaded.span_head.weight, model.bridge.span_head.weight)
+
+
+# ---- from_blip_and_bert reports what it loaded ------------------------------------------------------------------
+
+
+def test_from_blip_and_bert_reports_copied_weights_as_loaded(tmp_path, minilm_path):
+    folder = tiny_instructblip_folder(tmp_path)
+    transformers_logger = hf_logging.get_logger("transformers.modeling_utils")
+    with CaptureLogger(transformers_logger) as transformers_log, CaptureLogger(OUR_LOGGER) as our_log:
+        model = VideoTGBForConditionalGeneration.from_blip_and_bert(
+            str(folder), str(minilm_path), num_candidate_frames=8, bridge_overrides={"flow_size": 32}
+        )
+    logged = transformers_log.out + our_log.out
+    for key in (
+        "bridge.embeddings.word_embeddings.weight",
+        "bridge.embeddings.LayerNorm.weight",
+        "attention.self.query.weight",  # transformers writes bridge.encoder.layer.{3, 4, 5}.attention.self...
+    ):
+        assert key not in logged, key
+    assert "MISSING" not in logged and "downstream task" not in logged
+    for new in ("crossattention", "flow_embeddings", "span_head", "flow_rotary", "question_rotary"):
+        assert new in our_log.out, new
+    assert f"from {minilm_path}" in our_log.out and f"from {folder}" in our_log.out
+    assert "bridge.embeddings" in our_log.out  # named as copied from BERT
+    assert transformers_logger.filters == []
+    assert model.bridge.encoder.layer["3"].has_cross_attention
+
+
+def test_from_blip_and_bert_shows_the_held_back_report_when_loading_fails(tmp_path, minilm_path, monkeypatch):
+    from transformers import PreTrainedModel
+
+    def fail(self, *args, **kwargs):
+        raise RuntimeError("loading failed")
+
+    folder = tiny_instructblip_folder(tmp_path)
+    transformers_logger = hf_logging.get_logger("transformers.modeling_utils")
+    monkeypatch.setattr(PreTrainedModel, "_initialize_missing_keys", fail)
+    with CaptureLogger(transformers_logger) as transformers_log, pytest.raises(RuntimeError, match="loading failed"):
+        VideoTGBForConditionalGeneration.from_blip_and_bert(
+            str(folder), str(minilm_path), num_candidate_frames=8, bridge_overrides={"flow_size": 32}
+        )
+    assert transformers_logger.filters == []
+    assert "LOAD REPORT" in transformers_log.out

@@ -8,10 +8,14 @@ The bridge (`VideoTGBBridgeModel`) is new: see DESIGN.md §2.3 and `VideoTGBBrid
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
-from collections.abc import Callable
+import re
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from logging import Filter, LogRecord
 
 import torch
 from torch import nn
@@ -233,6 +237,70 @@ def _refuse_arguments(kwargs: dict, refused: dict[str, str]) -> None:
     for name, reason in refused.items():
         if name in kwargs:
             raise ValueError(f"{name} cannot be passed here: {reason}")
+
+
+def summarize_keys(keys: set[str], all_keys: list[str]) -> str:
+    """Name a group of state-dict keys by the shortest module paths holding only keys of the group, with one layer
+    number merged (`bridge.encoder.layer.{3,4,5}.crossattention`)."""
+    below, below_in_group = Counter(), Counter()
+    for key in all_keys:
+        parts = key.split(".")
+        for depth in range(1, len(parts) + 1):
+            prefix = ".".join(parts[:depth])
+            below[prefix] += 1
+            below_in_group[prefix] += key in keys
+    prefixes = set()
+    for key in keys:
+        parts = key.split(".")
+        for depth in range(1, len(parts) + 1):
+            prefix = ".".join(parts[:depth])
+            if below[prefix] == below_in_group[prefix]:
+                prefixes.add(prefix)
+                break
+    numbers: dict[str, list[int]] = {}
+    for prefix in prefixes:
+        found = re.findall(r"(?<=\.)\d+(?=\.|$)", prefix)
+        if len(found) == 1:
+            numbers.setdefault(re.sub(r"(?<=\.)\d+(?=\.|$)", "{}", prefix), []).append(int(found[0]))
+        else:
+            numbers[prefix] = []
+    names = [
+        pattern.replace("{}", "{" + ",".join(map(str, sorted(values))) + "}") if values else pattern
+        for pattern, values in numbers.items()
+    ]
+    return ", ".join(sorted(names))
+
+
+class _HeldBackLoadReport(Filter):
+    """Holds back the load report that transformers logs (a record containing "LOAD REPORT")."""
+
+    def __init__(self):
+        super().__init__()
+        self.held: list[LogRecord] = []
+
+    def filter(self, record: LogRecord) -> bool:
+        if "LOAD REPORT" in record.getMessage():
+            self.held.append(record)
+            return False
+        return True
+
+
+@contextlib.contextmanager
+def held_back_load_report() -> Iterator[None]:
+    """Keep transformers' load report of the `from_pretrained` calls inside from being logged; if one of them
+    fails, log it after all, since it explains the failure (e.g. mismatched shapes)."""
+    transformers_logger = logging.get_logger("transformers.modeling_utils")
+    hold = _HeldBackLoadReport()
+    transformers_logger.addFilter(hold)
+    try:
+        yield
+    except BaseException:
+        transformers_logger.removeFilter(hold)
+        for record in hold.held:
+            transformers_logger.handle(record)
+        raise
+    finally:
+        transformers_logger.removeFilter(hold)
 
 
 def load_safetensors_state_dict(name_or_path: str, **hub_kwargs) -> dict[str, torch.Tensor]:
@@ -1429,7 +1497,8 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
         folder or a Hub id of `Blip2ForConditionalGeneration`, `InstructBlipForConditionalGeneration` or
         `InstructBlipVideoForConditionalGeneration`); the bridge's question embeddings and encoder layers come from
         `bert_name_or_path` (e.g. `bert-base-uncased`); cross-attention, flow embedding, span head and rotary tables
-        are newly initialised.
+        are newly initialised. A load report (a warning) names the weights taken from each checkpoint and the new ones;
+        transformers' own report of the first step, which would call the BERT weights missing, is held back.
 
         Args:
             vlm_name_or_path: BLIP-2 / InstructBLIP checkpoint.
@@ -1501,9 +1570,11 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
             qformer_text_input=vlm_config.model_type in ("instructblip", "instructblipvideo"),
             **config_fields,
         )
-        model, loading_info = cls.from_pretrained(
-            vlm_name_or_path, config=config, output_loading_info=True, **hub_kwargs, **config_and_loading_kwargs
-        )
+        # transformers would report every bridge weight as missing, even those copied from BERT below
+        with held_back_load_report():
+            model, loading_info = cls.from_pretrained(
+                vlm_name_or_path, config=config, output_loading_info=True, **hub_kwargs, **config_and_loading_kwargs
+            )
         outside_bridge = [key for key in loading_info["missing_keys"] if not key.startswith("bridge.")]
         if outside_bridge:
             raise ValueError(
@@ -1511,13 +1582,26 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
             )
         if loading_info["unexpected_keys"]:
             logger.warning("ignored weights of %s: %s", vlm_name_or_path, sorted(loading_info["unexpected_keys"])[:10])
-        bridge_dtype = model.bridge.span_head.weight.dtype
-        bert_weights = {
-            key: value.to(bridge_dtype)
-            for key, value in load_safetensors_state_dict(bert_name_or_path, **hub_kwargs).items()
-        }
-        new_keys = model.bridge.load_bert_weights(bert_weights)
-        logger.info("bridge weights newly initialised (not in %s): %s", bert_name_or_path, new_keys)
+        bert_weights = load_safetensors_state_dict(bert_name_or_path, **hub_kwargs)
+        new_keys = model.bridge.load_bert_weights(bert_weights)  # `load_state_dict` casts to each weight's dtype
+
+        all_keys = list(model.state_dict())
+        new = {f"bridge.{key}" for key in new_keys}
+        from_bert = {key for key in all_keys if key.startswith("bridge.") and key not in new}
+        from_vlm = {key for key in all_keys if not key.startswith("bridge.")}
+        logger.warning(
+            "%s.from_blip_and_bert load report:\n- from %s: %d weights (%s)\n- from %s: %d weights (%s)\n"
+            "- newly initialised, to be trained: %d weights (%s)",
+            cls.__name__,
+            vlm_name_or_path,
+            len(from_vlm),
+            summarize_keys(from_vlm, all_keys),
+            bert_name_or_path,
+            len(from_bert),
+            summarize_keys(from_bert, all_keys),
+            len(new),
+            summarize_keys(new, all_keys),
+        )
         return model
 
 
