@@ -3,7 +3,8 @@
 The vision tower, query tokens, Q-Former, language projection and language model are transformers' own BLIP-2 /
 InstructBLIP modules under the same attribute names, so BLIP-2 and InstructBLIP checkpoints load without renaming
 and, given the same frames, VideoTGB computes exactly what `InstructBlipVideoForConditionalGeneration` computes.
-The bridge (`VideoTGBBridgeModel`) is new: see DESIGN.md §2.3 and `VideoTGBBridgeConfig`.
+The bridge (`VideoTGBBridgeModel`) is new: see `VideoTGBBridgeConfig` and `docs/method.md` (the bridge, keyframe
+selection and losses).
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ def apply_rotary(states: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
 def span_cross_entropy(
     start_logits: torch.Tensor, end_logits: torch.Tensor, start_positions: torch.Tensor, end_positions: torch.Tensor
 ) -> torch.Tensor:
-    """`(CE(start) + CE(end)) / 2` over the samples whose positions are not `IGNORE_INDEX` (DESIGN.md §2.6).
+    """`(CE(start) + CE(end)) / 2` over the samples whose positions are not `IGNORE_INDEX`: the span loss.
 
     Returns a zero that keeps the graph when no sample has a target.
     """
@@ -671,7 +672,7 @@ class VideoTGBBridgePreTrainedModel(SafetensorsOnlyMixin, PreTrainedModel):
 class VideoTGBBridgeModel(VideoTGBBridgePreTrainedModel):
     r"""
     The Temporal Grounding Bridge: reads optical flow over a video's flow steps and the question, and returns
-    start / end logits over the flow steps (DESIGN.md §2.3). Trainable and savable on its own.
+    start / end logits over the flow steps (see `docs/method.md`). Trainable and savable on its own.
 
     Example:
 
