@@ -175,7 +175,7 @@ def test_from_blip_and_bert_rejects_a_checkpoint_that_is_not_blip(tmp_path, mini
         VideoTGBForConditionalGeneration.from_blip_and_bert(str(minilm_path), str(minilm_path))
 
 
-def test_tiny_config_matches_design_reference():
+def test_tiny_config_sizes():
     config = tiny_config()
     assert config.bridge_config.first_layer == 2
     assert config.num_visual_tokens == 8

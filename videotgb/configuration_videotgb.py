@@ -1,4 +1,4 @@
-"""Configuration of VideoTGB: InstructBLIP / BLIP-2 plus a Temporal Grounding Bridge (see docs/method.md)."""
+"""Configuration of VideoTGB: InstructBLIP / BLIP-2 plus a Temporal Grounding Bridge (see `docs/method.md`)."""
 
 from __future__ import annotations
 

@@ -3,20 +3,32 @@
 The vision tower, query tokens, Q-Former, language projection and language model are transformers' own BLIP-2 /
 InstructBLIP modules under the same attribute names, so BLIP-2 and InstructBLIP checkpoints load without renaming
 and, given the same frames, VideoTGB computes exactly what `InstructBlipVideoForConditionalGeneration` computes.
-The bridge (`VideoTGBBridgeModel`) is new: see DESIGN.md §2.3 and `VideoTGBBridgeConfig`.
+The bridge (`VideoTGBBridgeModel`) is new: see `VideoTGBBridgeConfig` and `docs/method.md` (the bridge, keyframe
+selection and losses).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
-from collections.abc import Callable
+import re
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from logging import Filter, LogRecord
 
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, GenerationMixin, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    GenerationMixin,
+    PretrainedConfig,
+    PreTrainedModel,
+)
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
@@ -133,7 +145,7 @@ def apply_rotary(states: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
 def span_cross_entropy(
     start_logits: torch.Tensor, end_logits: torch.Tensor, start_positions: torch.Tensor, end_positions: torch.Tensor
 ) -> torch.Tensor:
-    """`(CE(start) + CE(end)) / 2` over the samples whose positions are not `IGNORE_INDEX` (DESIGN.md §2.6).
+    """`(CE(start) + CE(end)) / 2` over the samples whose positions are not `IGNORE_INDEX`: the span loss.
 
     Returns a zero that keeps the graph when no sample has a target.
     """
@@ -210,6 +222,88 @@ def merge_visual_prefix(
     return embeds, mask, labels
 
 
+_ARGUMENTS_FORWARD_REFUSES = {
+    "position_ids": "the language model reads the visual tokens merged with the text; its positions are not the "
+    "text's alone, so they are left to the language model",
+}
+_ARGUMENTS_GENERATE_REFUSES = {
+    "labels": "generate computes no loss; pass labels to forward",
+    "span_targets": "generate computes no loss; pass span_targets to forward",
+    "inputs": "pass the prompt as input_ids (or its embeddings as inputs_embeds)",
+}
+
+
+def _refuse_arguments(kwargs: dict, refused: dict[str, str]) -> None:
+    """Raise a ValueError naming the first of `kwargs` that VideoTGB cannot pass on, and why."""
+    for name, reason in refused.items():
+        if name in kwargs:
+            raise ValueError(f"{name} cannot be passed here: {reason}")
+
+
+def summarize_keys(keys: set[str], all_keys: list[str]) -> str:
+    """Name a group of state-dict keys by the shortest module paths holding only keys of the group, with one layer
+    number merged (`bridge.encoder.layer.{3,4,5}.crossattention`)."""
+    below, below_in_group = Counter(), Counter()
+    for key in all_keys:
+        parts = key.split(".")
+        for depth in range(1, len(parts) + 1):
+            prefix = ".".join(parts[:depth])
+            below[prefix] += 1
+            below_in_group[prefix] += key in keys
+    prefixes = set()
+    for key in keys:
+        parts = key.split(".")
+        for depth in range(1, len(parts) + 1):
+            prefix = ".".join(parts[:depth])
+            if below[prefix] == below_in_group[prefix]:
+                prefixes.add(prefix)
+                break
+    numbers: dict[str, list[int]] = {}
+    for prefix in prefixes:
+        found = re.findall(r"(?<=\.)\d+(?=\.|$)", prefix)
+        if len(found) == 1:
+            numbers.setdefault(re.sub(r"(?<=\.)\d+(?=\.|$)", "{}", prefix), []).append(int(found[0]))
+        else:
+            numbers[prefix] = []
+    names = [
+        pattern.replace("{}", "{" + ",".join(map(str, sorted(values))) + "}") if values else pattern
+        for pattern, values in numbers.items()
+    ]
+    return ", ".join(sorted(names))
+
+
+class _HeldBackLoadReport(Filter):
+    """Holds back the load report that transformers logs (a record containing "LOAD REPORT")."""
+
+    def __init__(self):
+        super().__init__()
+        self.held: list[LogRecord] = []
+
+    def filter(self, record: LogRecord) -> bool:
+        if "LOAD REPORT" in record.getMessage():
+            self.held.append(record)
+            return False
+        return True
+
+
+@contextlib.contextmanager
+def held_back_load_report() -> Iterator[None]:
+    """Keep transformers' load report of the `from_pretrained` calls inside from being logged; if one of them
+    fails, log it after all, since it explains the failure (e.g. mismatched shapes)."""
+    transformers_logger = logging.get_logger("transformers.modeling_utils")
+    hold = _HeldBackLoadReport()
+    transformers_logger.addFilter(hold)
+    try:
+        yield
+    except BaseException:
+        transformers_logger.removeFilter(hold)
+        for record in hold.held:
+            transformers_logger.handle(record)
+        raise
+    finally:
+        transformers_logger.removeFilter(hold)
+
+
 def load_safetensors_state_dict(name_or_path: str, **hub_kwargs) -> dict[str, torch.Tensor]:
     """State dict of a checkpoint folder or Hub id from `model.safetensors` or its sharded index (never pickle)."""
     from safetensors.torch import load_file
@@ -232,13 +326,59 @@ def load_safetensors_state_dict(name_or_path: str, **hub_kwargs) -> dict[str, to
     return state_dict
 
 
+class WrongModelTypeError(ValueError):
+    """A checkpoint's `config.json` names a `model_type` that the class asked to load it cannot build."""
+
+
+BLIP_MODEL_TYPES = ("blip-2", "instructblip", "instructblipvideo")
+_CONFIG_LOOKUP_KWARGS = (
+    "cache_dir",
+    "force_download",
+    "proxies",
+    "token",
+    "local_files_only",
+    "revision",
+    "subfolder",
+)
+
+
 class SafetensorsOnlyMixin:
-    """`from_pretrained` that reads safetensors weights only, unless the caller explicitly passes
-    `use_safetensors=False` (for instance for a third-party BLIP-2 checkpoint published only as pickles). A pickled
-    `pytorch_model.bin` can run code when loaded; VideoTGB checkpoints are always written as safetensors."""
+    """`from_pretrained` that refuses checkpoints of another model type and reads safetensors weights only.
+
+    Without an explicit `config`, the checkpoint's `config.json` must name one of `loadable_model_types`: transformers
+    would otherwise only log a warning and build the class's default configuration (VideoTGB-7B) around weights
+    that do not fit it. Safetensors only, unless the caller explicitly passes `use_safetensors=False` (for instance
+    for a third-party BLIP-2 checkpoint published only as pickles): a pickled `pytorch_model.bin` can run code when
+    loaded; VideoTGB checkpoints are always written as safetensors."""
+
+    loadable_model_types: tuple[str, ...] = ()
+
+    @classmethod
+    def check_model_type(cls, pretrained_model_name_or_path, **hub_kwargs) -> None:
+        """Raise `WrongModelTypeError` when the checkpoint's `config.json` names a model type this class does not
+        load (BLIP-2 / InstructBLIP checkpoints get a pointer to `from_blip_and_bert`)."""
+        lookup = {key: hub_kwargs[key] for key in _CONFIG_LOOKUP_KWARGS if key in hub_kwargs}
+        config_dict, _ = PretrainedConfig.get_config_dict(pretrained_model_name_or_path, **lookup)
+        model_type = config_dict.get("model_type")
+        if model_type is None or model_type in cls.loadable_model_types:
+            return
+        expected = " or ".join(repr(name) for name in cls.loadable_model_types)
+        message = (
+            f"{pretrained_model_name_or_path} holds a {model_type!r} checkpoint, but {cls.__name__} loads {expected} "
+            "checkpoints (pass `config=` explicitly to load its weights anyway)."
+        )
+        if model_type in BLIP_MODEL_TYPES:
+            message += (
+                " To build VideoTGB from a BLIP-2 / InstructBLIP checkpoint and a BERT checkpoint for the bridge, use "
+                "`VideoTGBForConditionalGeneration.from_blip_and_bert(vlm, bert)` or the command "
+                "`videotgb init --vlm VLM --bert BERT --output DIR`."
+            )
+        raise WrongModelTypeError(message)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        if kwargs.get("config") is None and pretrained_model_name_or_path is not None:
+            cls.check_model_type(pretrained_model_name_or_path, **kwargs)
         if kwargs.get("use_safetensors") is None:
             kwargs["use_safetensors"] = True
         try:
@@ -304,7 +444,8 @@ class VideoTGBQuestionEmbeddings(nn.Module):
 
     def forward(self, input_ids: torch.LongTensor) -> torch.Tensor:
         embeddings = self.word_embeddings(input_ids) + self.token_type_embeddings(torch.zeros_like(input_ids))
-        return self.dropout(self.LayerNorm(embeddings))
+        # the word embeddings may be kept in fp32 in a half-precision model (T5 keeps `wo*` modules in fp32)
+        return self.dropout(self.LayerNorm(embeddings.to(self.LayerNorm.weight.dtype)))
 
 
 class VideoTGBFlowEmbeddings(nn.Module):
@@ -508,9 +649,12 @@ class VideoTGBBridgeEncoder(nn.Module):
 class VideoTGBBridgePreTrainedModel(SafetensorsOnlyMixin, PreTrainedModel):
     config_class = VideoTGBBridgeConfig
     base_model_prefix = "bridge"
+    main_input_name = "flow"  # the first argument of `forward`; it sets the batch
+    loadable_model_types = ("videotgb_bridge", "videotgb")  # a VideoTGB checkpoint's bridge loads on its own
     supports_gradient_checkpointing = True
     _supports_sdpa = True
-    _no_split_modules = ["VideoTGBBridgeLayer", "VideoTGBFlowEmbeddings"]
+    # modules that add up their submodules' outputs or use their own parameters directly stay on one device
+    _no_split_modules = ["VideoTGBBridgeLayer", "VideoTGBFlowEmbeddings", "VideoTGBQuestionEmbeddings"]
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
@@ -528,7 +672,7 @@ class VideoTGBBridgePreTrainedModel(SafetensorsOnlyMixin, PreTrainedModel):
 class VideoTGBBridgeModel(VideoTGBBridgePreTrainedModel):
     r"""
     The Temporal Grounding Bridge: reads optical flow over a video's flow steps and the question, and returns
-    start / end logits over the flow steps (DESIGN.md §2.3). Trainable and savable on its own.
+    start / end logits over the flow steps (see `docs/method.md`). Trainable and savable on its own.
 
     Example:
 
@@ -555,6 +699,11 @@ class VideoTGBBridgeModel(VideoTGBBridgePreTrainedModel):
         self.span_head = nn.Linear(config.hidden_size, 2)
         self.gradient_checkpointing = False
         self.post_init()
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the bridge computes in (its flow embedding's); the question embeddings may be kept in fp32."""
+        return self.flow_embeddings.patch_projection.weight.dtype
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.embeddings.word_embeddings
@@ -594,9 +743,9 @@ class VideoTGBBridgeModel(VideoTGBBridgePreTrainedModel):
         input_ids: torch.LongTensor,
         flow_mask: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
-        return_dict: bool = True,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
     ) -> VideoTGBBridgeOutput | tuple:
         r"""
         flow (`torch.FloatTensor` of shape `(batch_size, flow_steps, 2, flow_size, flow_size)`):
@@ -608,7 +757,15 @@ class VideoTGBBridgeModel(VideoTGBBridgePreTrainedModel):
             hold the dtype's minimum everywhere.
         attention_mask (`torch.LongTensor` of shape `(batch_size, question_length)`, *optional*):
             Question padding mask.
+        output_attentions, output_hidden_states, return_dict (`bool`, *optional*):
+            Default to the config's (`False`, `False`, `True` unless set); attentions are computed eagerly.
         """
+        config = self.config
+        output_attentions = output_attentions if output_attentions is not None else config.output_attentions
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else config.output_hidden_states
+        )
+        return_dict = return_dict if return_dict is not None else config.return_dict
         flow_lengths = self.check_flow(flow, flow_mask)
         if input_ids.dim() != 2 or input_ids.shape[0] != flow.shape[0]:
             raise ValueError(
@@ -708,7 +865,10 @@ class VideoTGBBridgeModel(VideoTGBBridgePreTrainedModel):
 class VideoTGBPreTrainedModel(SafetensorsOnlyMixin, PreTrainedModel):
     config_class = VideoTGBConfig
     base_model_prefix = "videotgb"
-    main_input_name = "pixel_values"
+    # the first argument of `forward`, as for LLaVA-style models: every sample has text (frames are optional), and
+    # Trainer counts input tokens in it
+    main_input_name = "input_ids"
+    loadable_model_types = ("videotgb",)
     input_modalities = ("video", "image", "text")
     supports_gradient_checkpointing = True
     _supports_sdpa = True
@@ -720,9 +880,7 @@ class VideoTGBPreTrainedModel(SafetensorsOnlyMixin, PreTrainedModel):
         "InstructBlipQFormerLayer",
         "InstructBlipQFormerEmbeddings",
         "Blip2QFormerLayer",
-        "VideoTGBBridgeLayer",
-        "VideoTGBFlowEmbeddings",
-    ]
+    ]  # `post_init` adds those of the language model and of the bridge
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
@@ -776,7 +934,11 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
         if config.qformer_text_input:
             self.qformer = InstructBlipQFormerModel._from_config(config.qformer_config)
         else:
-            self.qformer = Blip2QFormerModel._from_config(Blip2QFormerConfig(**self._qformer_fields(config)))
+            # a BLIP-2 Q-Former config built from `qformer_config`, with the attention implementation it was given
+            self.qformer = Blip2QFormerModel._from_config(
+                Blip2QFormerConfig(**self._qformer_fields(config)),
+                attn_implementation=config.qformer_config._attn_implementation,
+            )
         self.language_projection = nn.Linear(config.qformer_config.hidden_size, config.text_config.hidden_size)
         if config.use_decoder_only_language_model:
             self.language_model = AutoModelForCausalLM.from_config(config.text_config)
@@ -784,6 +946,21 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
             self.language_model = AutoModelForSeq2SeqLM.from_config(config.text_config)
         self.bridge = VideoTGBBridgeModel._from_config(config.bridge_config)
         self.post_init()
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the model's weights: the language model's.
+
+        `PreTrainedModel.dtype` is the dtype of the first parameter, here `query_tokens`, which stays fp32 in
+        half-precision models.
+        """
+        return self.language_model.dtype
+
+    @property
+    def qformer_dtype(self) -> torch.dtype:
+        """The dtype the Q-Former computes in (its first LayerNorm's); its word embeddings may be kept in fp32."""
+        layer_norm = self.qformer.embeddings.layernorm if self.config.qformer_text_input else self.qformer.layernorm
+        return layer_norm.weight.dtype
 
     @staticmethod
     def _qformer_fields(config: VideoTGBConfig) -> dict:
@@ -829,19 +1006,32 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
     def _check_inputs(
         self,
         input_ids: torch.LongTensor | None,
+        inputs_embeds: torch.Tensor | None,
         pixel_values: torch.Tensor | None,
         frame_mask: torch.Tensor | None,
         keyframe_indices: torch.LongTensor | None,
     ) -> tuple[torch.Tensor | None, torch.LongTensor]:
-        """Validate the visual inputs; return `pixel_values` as 5-D (or None) and the `(batch,)` frame counts."""
-        if input_ids is None or input_ids.dim() != 2 or input_ids.shape[0] == 0:
-            shape = None if input_ids is None else tuple(input_ids.shape)
-            raise ValueError(f"input_ids must have shape (batch >= 1, length), got {shape}")
-        batch_size = input_ids.shape[0]
+        """Validate the text and visual inputs; return `pixel_values` as 5-D (or None) and the `(batch,)` frame
+        counts."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError(
+                "pass either input_ids or inputs_embeds (the embedded text, without visual tokens), not both"
+            )
+        if input_ids is not None and (input_ids.dim() != 2 or input_ids.shape[0] == 0):
+            raise ValueError(f"input_ids must have shape (batch >= 1, length), got {tuple(input_ids.shape)}")
+        hidden_size = self.config.text_config.hidden_size
+        if inputs_embeds is not None and (
+            inputs_embeds.dim() != 3 or inputs_embeds.shape[0] == 0 or inputs_embeds.shape[-1] != hidden_size
+        ):
+            raise ValueError(
+                f"inputs_embeds must have shape (batch >= 1, length, {hidden_size}), got {tuple(inputs_embeds.shape)}"
+            )
+        text = input_ids if input_ids is not None else inputs_embeds
+        batch_size = text.shape[0]
         if pixel_values is None:
             if keyframe_indices is not None:
                 raise ValueError("keyframe_indices were given without pixel_values")
-            return None, torch.zeros(batch_size, dtype=torch.long, device=input_ids.device)
+            return None, torch.zeros(batch_size, dtype=torch.long, device=text.device)
         if pixel_values.dim() == 4:
             pixel_values = pixel_values[:, None]
         image_size = self.config.vision_config.image_size
@@ -958,7 +1148,7 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
         batch_size: int,
     ) -> VideoTGBBridgeOutput:
         if flow.shape[0] != batch_size:
-            raise ValueError(f"flow has batch size {flow.shape[0]} but input_ids has {batch_size}")
+            raise ValueError(f"flow has batch size {flow.shape[0]} but the text has {batch_size}")
         if bridge_input_ids is None:
             raise ValueError("bridge_input_ids (the question in the bridge tokenizer) are required with flow")
         return self.bridge(flow, bridge_input_ids, flow_mask=flow_mask, attention_mask=bridge_attention_mask)
@@ -991,18 +1181,13 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
         config = self.config
         batch_size, num_frames = pixel_values.shape[:2]
         num_visual = config.num_visual_tokens
-        device = self.language_projection.weight.device
-        features = torch.zeros(
-            batch_size,
-            num_visual,
-            config.text_config.hidden_size,
-            dtype=self.language_projection.weight.dtype,
-            device=device,
-        )
-        has_frames = (frame_counts > 0).to(device)
+        # devices come from the tensors computed: with accelerate offload, weights are on the `meta` device
+        shape = (batch_size, num_visual, config.text_config.hidden_size)
+        has_frames = frame_counts > 0
         visual_mask = has_frames[:, None].long().expand(-1, num_visual).contiguous()
         if not has_frames.any():
-            return features, visual_mask
+            dtype = self.language_projection.weight.dtype
+            return torch.zeros(shape, dtype=dtype, device=frame_counts.device), visual_mask
 
         rows = has_frames.nonzero().squeeze(-1).to(keyframe_indices.device)
         flat = rows[:, None] * num_frames + keyframe_indices[rows]
@@ -1011,10 +1196,10 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
         vision_dtype = self.vision_model.embeddings.patch_embedding.weight.dtype
         image_embeds = self.vision_model(pixel_values=frames.to(vision_dtype)).last_hidden_state
 
-        qformer_dtype = next(self.qformer.parameters()).dtype
-        image_embeds = image_embeds.to(qformer_dtype)
+        image_embeds = image_embeds.to(self.qformer_dtype)
         image_mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device)
-        query_tokens = self.query_tokens.to(qformer_dtype).expand(image_embeds.shape[0], -1, -1)
+        query_tokens = self.query_tokens.to(image_embeds.device, image_embeds.dtype)
+        query_tokens = query_tokens.expand(image_embeds.shape[0], -1, -1)
         if config.qformer_text_input:
             if qformer_input_ids is None:
                 raise ValueError("qformer_input_ids (the instruction in the Q-Former tokenizer) are required")
@@ -1043,12 +1228,13 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
             per_sample = per_sample.flatten(1, 2)
         else:
             per_sample = per_sample.mean(dim=1)
-        features = features.index_put((rows.to(device),), per_sample.to(features.dtype))
+        features = per_sample.new_zeros(shape).index_put((rows.to(per_sample.device),), per_sample)
         return features, visual_mask
 
     def _encode(
         self,
-        input_ids: torch.LongTensor,
+        input_ids: torch.LongTensor | None,
+        inputs_embeds: torch.Tensor | None,
         attention_mask: torch.Tensor | None,
         labels: torch.LongTensor | None,
         pixel_values: torch.Tensor | None,
@@ -1063,10 +1249,12 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
         need_bridge: bool,
         selection_strategy: str | None = None,
     ) -> dict:
-        """Shared by `forward` and `generate`: select keyframes, encode them, and build the LM's input embeddings."""
-        pixel_values, frame_counts = self._check_inputs(input_ids, pixel_values, frame_mask, keyframe_indices)
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
+        """Shared by `forward` and `generate`: select keyframes, encode them, and build the LM's input embeddings
+        (the visual tokens merged with the text's embeddings, `inputs_embeds` or those of `input_ids`)."""
+        pixel_values, frame_counts = self._check_inputs(
+            input_ids, inputs_embeds, pixel_values, frame_mask, keyframe_indices
+        )
+        batch_size = frame_counts.shape[0]
         if flow is not None and pixel_values is None:
             raise ValueError("flow was given without pixel_values (the candidate frames it selects from)")
 
@@ -1076,16 +1264,16 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
                 frame_counts, flow, flow_mask, bridge_input_ids, bridge_attention_mask, strategy=selection_strategy
             )
         elif need_bridge and flow is not None:
-            bridge_output = self.run_bridge(
-                flow, flow_mask, bridge_input_ids, bridge_attention_mask, input_ids.shape[0]
-            )
+            bridge_output = self.run_bridge(flow, flow_mask, bridge_input_ids, bridge_attention_mask, batch_size)
 
-        text_embeds = self.get_input_embeddings()(input_ids)
+        text_embeds = self.get_input_embeddings()(input_ids) if inputs_embeds is None else inputs_embeds
+        if attention_mask is None:
+            attention_mask = torch.ones(text_embeds.shape[:2], dtype=torch.long, device=text_embeds.device)
         if pixel_values is None:
-            visual = text_embeds.new_zeros(input_ids.shape[0], self.config.num_visual_tokens, text_embeds.shape[-1])
-            visual_mask = torch.zeros(visual.shape[:2], dtype=torch.long, device=input_ids.device)
+            visual = text_embeds.new_zeros(batch_size, self.config.num_visual_tokens, text_embeds.shape[-1])
+            visual_mask = torch.zeros(visual.shape[:2], dtype=torch.long, device=text_embeds.device)
             keyframe_indices = torch.zeros(
-                input_ids.shape[0], self.config.num_keyframes, dtype=torch.long, device=input_ids.device
+                batch_size, self.config.num_keyframes, dtype=torch.long, device=text_embeds.device
             )
         else:
             visual, visual_mask = self.get_video_features(
@@ -1115,7 +1303,7 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
 
     def forward(
         self,
-        input_ids: torch.LongTensor,
+        input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         pixel_values: torch.FloatTensor | None = None,
         frame_mask: torch.Tensor | None = None,
@@ -1130,15 +1318,16 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
         span_targets: torch.FloatTensor | None = None,
         decoder_input_ids: torch.LongTensor | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> VideoTGBOutput | tuple:
         r"""
         input_ids (`torch.LongTensor` of shape `(batch_size, length)`):
             Prompt (and, for a causal LM in training, answer) tokens of the language model, right-padded for
-            training, left-padded for batched generation.
+            training, left-padded for batched generation. Give either `input_ids` or `inputs_embeds`.
         attention_mask (`torch.LongTensor` of shape `(batch_size, length)`, *optional*):
-            Padding mask of `input_ids`.
+            Padding mask of `input_ids` (or `inputs_embeds`).
         pixel_values (`torch.FloatTensor` of shape `(batch_size, frames, 3, height, width)`, *optional*):
             Candidate frames (`num_candidate_frames` for videos, 1 for images), CLIP-normalised. `None` for a
             text-only batch.
@@ -1160,10 +1349,17 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
         span_targets (`torch.FloatTensor` of shape `(batch_size, 2)`, *optional*):
             Target (start, end) of the relevant span as ratios of the video's flow steps in [0, 1]; NaN or negative
             rows are ignored (images, text-only samples). Gives `span_loss`.
+        inputs_embeds (`torch.FloatTensor` of shape `(batch_size, length, text_hidden_size)`, *optional*):
+            The text's embeddings instead of `input_ids` (e.g. `model.get_input_embeddings()(input_ids)`); the visual
+            tokens are merged with them as with those of `input_ids`.
+        kwargs:
+            Further arguments of the language model's forward (`use_cache`, `output_hidden_states`, ...).
         """
+        _refuse_arguments(kwargs, _ARGUMENTS_FORWARD_REFUSES)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         encoded = self._encode(
             input_ids,
+            inputs_embeds,
             attention_mask,
             labels if self.config.use_decoder_only_language_model else None,
             pixel_values,
@@ -1177,7 +1373,7 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
             keyframe_indices,
             need_bridge=span_targets is not None,
         )
-        lm_kwargs = {"inputs_embeds": encoded["inputs_embeds"], "attention_mask": encoded["attention_mask"], **kwargs}
+        lm_kwargs = {**kwargs, "inputs_embeds": encoded["inputs_embeds"], "attention_mask": encoded["attention_mask"]}
         if self.config.use_decoder_only_language_model:
             lm_kwargs["labels"] = encoded["labels"]
         else:
@@ -1191,7 +1387,7 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
         if span_targets is not None:
             if bridge_output is None:
                 raise ValueError("span_targets need flow (and bridge_input_ids) to compute the span loss")
-            if tuple(span_targets.shape) != (input_ids.shape[0], 2):
+            if tuple(span_targets.shape) != (encoded["inputs_embeds"].shape[0], 2):
                 raise ValueError(f"span_targets must have shape (batch, 2), got {tuple(span_targets.shape)}")
             positions = span_targets_to_positions(span_targets, bridge_output.flow_lengths).to(
                 bridge_output.start_logits.device
@@ -1236,6 +1432,7 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
         qformer_attention_mask: torch.Tensor | None = None,
         keyframe_indices: torch.LongTensor | None = None,
         selection_strategy: str | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
         **generate_kwargs,
     ):
         r"""
@@ -1248,11 +1445,15 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
 
         selection_strategy (`str`, *optional*): `"argmax"` or `"sample"` for this call; defaults to the config's
             `eval_selection` (the model is expected in eval mode).
+        inputs_embeds (`torch.FloatTensor` of shape `(batch_size, length, text_hidden_size)`, *optional*): the
+            prompt's embeddings instead of `input_ids`, as in `forward`.
         """
+        _refuse_arguments(generate_kwargs, _ARGUMENTS_FORWARD_REFUSES | _ARGUMENTS_GENERATE_REFUSES)
         if hasattr(self, "hf_device_map") and hasattr(self.language_model, "_hf_hook"):
             self.language_model._hf_hook.io_same_device = True
         encoded = self._encode(
             input_ids,
+            inputs_embeds,
             attention_mask,
             None,
             pixel_values,
@@ -1297,7 +1498,8 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
         folder or a Hub id of `Blip2ForConditionalGeneration`, `InstructBlipForConditionalGeneration` or
         `InstructBlipVideoForConditionalGeneration`); the bridge's question embeddings and encoder layers come from
         `bert_name_or_path` (e.g. `bert-base-uncased`); cross-attention, flow embedding, span head and rotary tables
-        are newly initialised.
+        are newly initialised. A load report (a warning) names the weights taken from each checkpoint and the new ones;
+        transformers' own report of the first step, which would call the BERT weights missing, is held back.
 
         Args:
             vlm_name_or_path: BLIP-2 / InstructBLIP checkpoint.
@@ -1369,9 +1571,11 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
             qformer_text_input=vlm_config.model_type in ("instructblip", "instructblipvideo"),
             **config_fields,
         )
-        model, loading_info = cls.from_pretrained(
-            vlm_name_or_path, config=config, output_loading_info=True, **hub_kwargs, **config_and_loading_kwargs
-        )
+        # transformers would report every bridge weight as missing, even those copied from BERT below
+        with held_back_load_report():
+            model, loading_info = cls.from_pretrained(
+                vlm_name_or_path, config=config, output_loading_info=True, **hub_kwargs, **config_and_loading_kwargs
+            )
         outside_bridge = [key for key in loading_info["missing_keys"] if not key.startswith("bridge.")]
         if outside_bridge:
             raise ValueError(
@@ -1379,13 +1583,26 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
             )
         if loading_info["unexpected_keys"]:
             logger.warning("ignored weights of %s: %s", vlm_name_or_path, sorted(loading_info["unexpected_keys"])[:10])
-        bridge_dtype = model.bridge.span_head.weight.dtype
-        bert_weights = {
-            key: value.to(bridge_dtype)
-            for key, value in load_safetensors_state_dict(bert_name_or_path, **hub_kwargs).items()
-        }
-        new_keys = model.bridge.load_bert_weights(bert_weights)
-        logger.info("bridge weights newly initialised (not in %s): %s", bert_name_or_path, new_keys)
+        bert_weights = load_safetensors_state_dict(bert_name_or_path, **hub_kwargs)
+        new_keys = model.bridge.load_bert_weights(bert_weights)  # `load_state_dict` casts to each weight's dtype
+
+        all_keys = list(model.state_dict())
+        new = {f"bridge.{key}" for key in new_keys}
+        from_bert = {key for key in all_keys if key.startswith("bridge.") and key not in new}
+        from_vlm = {key for key in all_keys if not key.startswith("bridge.")}
+        logger.warning(
+            "%s.from_blip_and_bert load report:\n- from %s: %d weights (%s)\n- from %s: %d weights (%s)\n"
+            "- newly initialised, to be trained: %d weights (%s)",
+            cls.__name__,
+            vlm_name_or_path,
+            len(from_vlm),
+            summarize_keys(from_vlm, all_keys),
+            bert_name_or_path,
+            len(from_bert),
+            summarize_keys(from_bert, all_keys),
+            len(new),
+            summarize_keys(new, all_keys),
+        )
         return model
 
 
@@ -1400,5 +1617,6 @@ __all__ = [
     "VideoTGBModel",
     "VideoTGBOutput",
     "VideoTGBPreTrainedModel",
+    "WrongModelTypeError",
     "merge_visual_prefix",
 ]
