@@ -156,7 +156,7 @@ class TestErrorsComeFirstAndInOneLine:
         _, video = demo
         never_load_weights(monkeypatch)
         status, _, err = run_cli("answer", "--model", str(minilm_path), "--video", str(video), "--question", "q")
-        assert_one_line_error(status, err, str(minilm_path), "'bert'", "not a VideoTGB checkpoint")
+        assert_one_line_error(status, err, str(minilm_path), "holds a 'bert' checkpoint", "loads 'videotgb'")
 
     def test_an_instructblip_folder_points_to_videotgb_init(
         self, demo, tmp_path, llama_tokenizer_path, minilm_path, monkeypatch

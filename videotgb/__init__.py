@@ -17,6 +17,7 @@ from .modeling_videotgb import (
     VideoTGBModel,
     VideoTGBOutput,
     VideoTGBPreTrainedModel,
+    WrongModelTypeError,
 )
 from .processing_videotgb import VideoTGBProcessor
 
@@ -44,6 +45,7 @@ __all__ = [
     "VideoTGBOutput",
     "VideoTGBPreTrainedModel",
     "VideoTGBProcessor",
+    "WrongModelTypeError",
     "bin_midpoints",
     "init_from_blip_and_bert",
     "reduce_to_k",

@@ -11,7 +11,6 @@ a device this machine lacks) are printed as one line and exit with status 2.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from dataclasses import dataclass
@@ -22,11 +21,9 @@ from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
 
-BLIP_MODEL_TYPES = ("blip-2", "instructblip", "instructblipvideo")
-
 
 class CheckpointError(OSError):
-    """A `--model` that is not a VideoTGB checkpoint: no such folder, not cached offline, or another model type."""
+    """A `--model` that cannot be found: no such folder, and not a Hub id that is cached or can be fetched."""
 
 
 @dataclass
@@ -57,21 +54,22 @@ def resolve_device(device: str | None) -> torch.device:
     return resolved
 
 
-def checkpoint_config(model_name_or_path: str, revision: str | None = None) -> dict:
-    """The `config.json` of a VideoTGB folder or Hub id, read without building anything.
+def check_checkpoint(model_name_or_path: str, revision: str | None = None) -> None:
+    """Check, without building anything, that `model_name_or_path` is a VideoTGB checkpoint.
 
-    Raises CheckpointError naming the input when it is neither an existing folder nor a Hub id that can be reached
-    (or, offline, is cached), and when it holds another kind of model; a BLIP-2 / InstructBLIP checkpoint is
-    pointed to `videotgb init`.
+    Raises CheckpointError naming the input when it is neither an existing folder nor a Hub id that is cached or
+    (online) can be fetched, and `WrongModelTypeError` when its `config.json` names another model type (BLIP-2 /
+    InstructBLIP checkpoints are pointed to `videotgb init`).
     """
     from huggingface_hub import is_offline_mode, try_to_load_from_cache
     from huggingface_hub.utils import HFValidationError, validate_repo_id
     from transformers.utils import CONFIG_NAME, cached_file
 
+    from .modeling_videotgb import VideoTGBForConditionalGeneration
+
     path = Path(model_name_or_path).expanduser()
     if path.is_dir():
-        config_file = path / CONFIG_NAME
-        if not config_file.is_file():
+        if not (path / CONFIG_NAME).is_file():
             raise CheckpointError(f"{model_name_or_path}: the folder has no {CONFIG_NAME}, so it is not a saved model")
     elif path.exists():
         raise CheckpointError(f"{model_name_or_path} is a file; --model takes a checkpoint folder or a Hub id")
@@ -80,46 +78,26 @@ def checkpoint_config(model_name_or_path: str, revision: str | None = None) -> d
             validate_repo_id(model_name_or_path)
         except HFValidationError:
             raise CheckpointError(f"{model_name_or_path}: no such folder (and not a valid Hub id)") from None
-        cached = try_to_load_from_cache(model_name_or_path, CONFIG_NAME, revision=revision)
-        if isinstance(cached, str):
-            config_file = Path(cached)
-        elif is_offline_mode():
-            raise CheckpointError(
-                f"{model_name_or_path}: no such folder; not in the Hub cache (offline mode, HF_HUB_OFFLINE=1)"
-            )
-        else:
+        if not isinstance(try_to_load_from_cache(model_name_or_path, CONFIG_NAME, revision=revision), str):
+            if is_offline_mode():
+                raise CheckpointError(
+                    f"{model_name_or_path}: no such folder; not in the Hub cache (offline mode, HF_HUB_OFFLINE=1)"
+                )
             try:
-                config_file = Path(cached_file(model_name_or_path, CONFIG_NAME, revision=revision))
+                cached_file(model_name_or_path, CONFIG_NAME, revision=revision)
             except OSError as error:
                 reason = str(error).splitlines()[0]
                 raise CheckpointError(
                     f"{model_name_or_path}: no such folder; not in the Hub cache; and the Hub did not give it: {reason}"
                 ) from None
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise CheckpointError(f"{model_name_or_path}: cannot read {CONFIG_NAME}: {error}") from None
-    model_type = config.get("model_type")
-    if model_type in BLIP_MODEL_TYPES:
-        raise CheckpointError(
-            f"{model_name_or_path} holds a model of type {model_type!r} (BLIP-2 / InstructBLIP), not a VideoTGB "
-            f"checkpoint. Build one from it and a BERT first: `videotgb init --vlm {model_name_or_path} --bert "
-            "bert-base-uncased --output DIR` (or VideoTGBForConditionalGeneration.from_blip_and_bert), then pass "
-            "--model DIR"
-        )
-    if model_type != "videotgb":
-        raise CheckpointError(
-            f"{model_name_or_path} holds a model of type {model_type!r}, not a VideoTGB checkpoint (model_type "
-            "'videotgb')"
-        )
-    return config
+    VideoTGBForConditionalGeneration.check_model_type(model_name_or_path, revision=revision)
 
 
 def load_processor(model_name_or_path: str, revision: str | None = None):
     """The checkpoint's `VideoTGBProcessor`, after checking that it is a VideoTGB checkpoint."""
     from .processing_videotgb import VideoTGBProcessor
 
-    checkpoint_config(model_name_or_path, revision)
+    check_checkpoint(model_name_or_path, revision)
     return VideoTGBProcessor.from_pretrained(model_name_or_path, revision=revision)
 
 
@@ -130,7 +108,7 @@ def load_model(
     from .modeling_videotgb import VideoTGBForConditionalGeneration
 
     target = device if isinstance(device, torch.device) else resolve_device(device)
-    checkpoint_config(model_name_or_path, revision)
+    check_checkpoint(model_name_or_path, revision)
     torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
     model = VideoTGBForConditionalGeneration.from_pretrained(
         model_name_or_path, dtype=torch_dtype, revision=revision, use_safetensors=True
