@@ -16,7 +16,14 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from videos import decode_all_frames, make_video, pattern_frame, pattern_index, vfr_pts
+from videos import (
+    damage_packets,
+    decode_all_frames,
+    make_video,
+    pattern_frame,
+    pattern_index,
+    vfr_pts,
+)
 
 from videotgb import video_io
 from videotgb.video_io import (
@@ -397,13 +404,7 @@ def _wav() -> bytes:
 
 def _avi_with_garbage_frames() -> bytes:
     """An AVI whose every video packet is replaced by random bytes: it opens, but no frame decodes."""
-    data = bytearray(make_video(codec="mpeg4", container="avi", frames=6))
-    with av.open(io.BytesIO(bytes(data))) as container:
-        chunks = [(packet.pos, packet.size) for packet in container.demux(video=0) if packet.size]
-    rng = np.random.default_rng(0)
-    for position, size in chunks:
-        data[position + 8 : position + 8 + size] = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
-    return bytes(data)
+    return damage_packets(make_video(codec="mpeg4", container="avi", frames=6), range(6), skip=8)
 
 
 def _avi_without_frames() -> bytes:
@@ -528,13 +529,7 @@ def test_truncated_files_read_what_is_there(tmp_path):
 
 def test_frames_that_do_not_decode(caplog):
     # The last 3 of 20 frames are replaced by random bytes: the packets are there, but they do not decode.
-    data = bytearray(make_video(frames=20, gop=1))
-    with av.open(io.BytesIO(bytes(data))) as container:
-        chunks = [(packet.pos, packet.size) for packet in container.demux(video=0) if packet.size]
-    rng = np.random.default_rng(0)
-    for position, size in chunks[-3:]:
-        data[position : position + size] = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
-    data = bytes(data)
+    data = damage_packets(make_video(frames=20, gop=1), [17, 18, 19])
     assert probe_video(data).num_frames == 20
     with pytest.raises(VideoDecodeError, match="^<bytes>: the stream ends after 17 decodable frames, before frame 19"):
         read_frames(data, [0, 19])
@@ -595,10 +590,24 @@ def test_flow_indices_rule():
         assert all(a <= b for a, b in itertools.pairwise(indices))
         assert all(end == start + 1 for start, end in zip(indices, ends, strict=True)) or num_frames == 1
         assert ends[-1] < num_frames
-    with pytest.raises(ValueError):
-        sample_flow_indices(10, 0)
-    with pytest.raises(ValueError):
-        sample_candidate_indices(0)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: sample_candidate_indices(0), "num_frames must be an integer >= 1, got 0"),
+        (lambda: sample_candidate_indices(10, 0), "num_candidates must be an integer >= 1, got 0"),
+        (lambda: sample_candidate_indices(10.5), "num_frames must be an integer >= 1, got 10.5"),
+        (lambda: sample_flow_indices(0), "num_frames must be an integer >= 1, got 0"),
+        (lambda: sample_flow_indices(10, 0), "max_steps must be an integer >= 1, got 0"),
+        (lambda: flow_pair_ends([0, 1], 0), "num_frames must be an integer >= 1, got 0"),
+        (lambda: flow_pair_ends([0, 5], 5), r"flow_indices must lie in \[0, 5\), got 5"),
+        (lambda: flow_pair_ends([-1], 5), r"flow_indices must lie in \[0, 5\), got -1"),
+    ],
+)
+def test_sampling_helpers_check_their_arguments(call, message):
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        call()
 
 
 def test_module_imports_pyav_lazily():

@@ -1,7 +1,7 @@
-"""Reading the frames VideoTGB needs from a video file with PyAV, and nothing more (DESIGN.md §2.1).
+"""Reading the frames VideoTGB needs from a video file with PyAV, and nothing more.
 
 The model looks at two evenly spaced subsets of a video: ``N_c`` candidate frames (32, bin midpoints) and at most
-``L`` optical-flow steps (64). The original code decoded every frame and converted each to RGB before keeping 32;
+``L`` optical-flow steps (64), as docs/method.md describes. The original code decoded every frame and converted each to RGB before keeping 32;
 here only the needed frames are decoded and only the kept ones converted, and nothing proportional to the video's
 length is held in memory apart from a compact packet index (two 64-bit integers per frame).
 
@@ -42,7 +42,7 @@ from typing import IO, TYPE_CHECKING, Literal
 import numpy as np
 from transformers.utils import logging
 
-from .keyframes import bin_midpoints
+from .keyframes import _check_count, _check_indices, bin_midpoints
 
 if TYPE_CHECKING:
     from av.container import InputContainer
@@ -157,7 +157,7 @@ class VideoClip:
 
 
 def sample_candidate_indices(num_frames: int, num_candidates: int = 32) -> list[int]:
-    """Indices of the ``num_candidates`` candidate frames: the bin-midpoint rule of the original (DESIGN.md §2.1).
+    """Indices of the ``num_candidates`` candidate frames: the bin-midpoint rule of the original.
 
     ``[0, num_frames)`` is cut into ``num_candidates`` bins with integer edges ``floor(linspace(0, T, N_c + 1))``
     and each bin ``[a, b)`` gives ``(a + b - 1) // 2`` (:func:`videotgb.keyframes.bin_midpoints`). Videos shorter
@@ -171,6 +171,8 @@ def sample_candidate_indices(num_frames: int, num_candidates: int = 32) -> list[
         >>> sample_candidate_indices(1)[:3]
         [0, 0, 0]
     """
+    _check_count("num_frames", num_frames)
+    _check_count("num_candidates", num_candidates)
     return bin_midpoints(num_frames, num_candidates)
 
 
@@ -194,8 +196,8 @@ def sample_flow_indices(num_frames: int, max_steps: int = 64) -> list[int]:
         >>> sample_flow_indices(1)
         [0]
     """
-    if max_steps < 1:
-        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+    _check_count("num_frames", num_frames)
+    _check_count("max_steps", max_steps)
     last_start = max(num_frames - 2, 0)
     return [min(index, last_start) for index in bin_midpoints(num_frames, min(num_frames, max_steps))]
 
@@ -209,6 +211,8 @@ def flow_pair_ends(flow_indices: Sequence[int], num_frames: int) -> list[int]:
         >>> flow_pair_ends([0], 1)
         [0]
     """
+    _check_count("num_frames", num_frames)
+    _check_indices("flow_indices", flow_indices, num_frames)
     return [min(index + 1, num_frames - 1) for index in flow_indices]
 
 
