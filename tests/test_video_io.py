@@ -544,6 +544,16 @@ def test_frames_that_do_not_decode(caplog):
     np.testing.assert_allclose(clip.flow_timestamps, np.asarray(clip.flow_indices) / 24)
 
 
+def test_8k_is_admitted_by_default():
+    data = make_video(frames=np.zeros((1, 4320, 7680, 3), np.uint8), options={"preset": "ultrafast"})
+    metadata = probe_video(data)
+    assert (metadata.width, metadata.height, metadata.num_frames) == (7680, 4320, 1)
+    assert read_frames(data, [0], size=(36, 64)).shape == (1, 36, 64, 3)
+    assert video_io.DEFAULT_MAX_PIXELS >= 8192 * 4320  # DCI 8K too
+    with pytest.raises(VideoDecodeError, match="resolution 7680x4320 exceeds max_pixels=33177599"):
+        probe_video(data, max_pixels=7680 * 4320 - 1)
+
+
 def test_invalid_arguments(videos):
     data, _ = videos["h264-gop12"]
     with pytest.raises(IndexError, match="frame index 40 is out of range for 40 frames"):

@@ -74,7 +74,10 @@ A file object that cannot seek is read into memory from its current position."""
 Strategy = Literal["auto", "seek", "sequential"]
 
 DEFAULT_MAX_DURATION_S = 4 * 3600.0
-DEFAULT_MAX_PIXELS = 4096 * 4096
+# The largest standard resolution, DCI 8K (8192x4320, 35.4 megapixels), which also admits 8K UHD (7680x4320) and the
+# portrait versions of both. Larger frames are refused as absurd (one decoded 8K frame already takes 100 MiB as RGB;
+# pass ``size`` to get small frames).
+DEFAULT_MAX_PIXELS = 8192 * 4320
 
 # "auto" seeks to a target's keyframe only when that skips decoding more than this many frames: the price of one seek
 # (demuxer seek, decoder flush, refilling the decoder's reorder delay) in frame decodes, measured on 360p H.264.
