@@ -544,6 +544,16 @@ def test_frames_that_do_not_decode(caplog):
     np.testing.assert_allclose(clip.flow_timestamps, np.asarray(clip.flow_indices) / 24)
 
 
+def test_raw_stream_frame_rate_comes_from_the_stream():
+    # Raw H.264 has no container timestamps; the demuxer's 25 fps is a placeholder, the SPS says 10 fps.
+    data = make_video(container="h264", frames=20, fps=10)
+    metadata = probe_video(data)
+    assert metadata.fps == pytest.approx(10.0) and metadata.duration_s == pytest.approx(2.0)
+    clip = read_video(data, num_candidates=4, max_flow_steps=4)
+    np.testing.assert_allclose(clip.candidate_timestamps, np.asarray(clip.candidate_indices) / 10)
+    np.testing.assert_allclose(clip.flow_timestamps, np.asarray(clip.flow_indices) / 10)
+
+
 def test_8k_is_admitted_by_default():
     data = make_video(frames=np.zeros((1, 4320, 7680, 3), np.uint8), options={"preset": "ultrafast"})
     metadata = probe_video(data)

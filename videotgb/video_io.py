@@ -111,7 +111,8 @@ class VideoMetadata:
             or be 0 (Matroska, WebM, MPEG-TS, fragmented MP4, raw streams). A damaged stream can still decode fewer
             frames than it has packets: :func:`read_video` then samples again from the frames that decode.
         fps: average frame rate, ``(num_frames - 1) / (last timestamp - first timestamp)`` when timestamps were
-            indexed (right for variable frame rate), else the stream's average rate.
+            indexed (right for variable frame rate), else the stream's average rate, or for streams whose packets carry
+            no timestamps (raw ``.h264``) the rate the codec states, since the demuxer's is a placeholder.
         duration_s: ``num_frames / fps`` (the last frame lasts one average frame interval).
         width: width of the frames as displayed, i.e. after rotation.
         height: height of the frames as displayed, i.e. after rotation.
@@ -580,6 +581,9 @@ class _Scan:
         self.seek_reliable = container.format.name not in _UNRELIABLE_SEEK_FORMATS
         self.time_base = stream.time_base
         self.average_rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        # The rate the codec itself states (H.264/HEVC SPS timing, MPEG sequence header), for streams whose packets
+        # carry no timestamps: their demuxer's rate is a placeholder (25 fps for raw H.264).
+        self.codec_rate = stream.codec_context.framerate or stream.guessed_rate
         self.header_duration_s = _header_duration_s(stream, container)
         self.codec = stream.codec_context.name
         self.pix_fmt = first_frame.format.name
@@ -602,6 +606,7 @@ class _Scan:
         self.num_frames = len(pts)
         if any(value is None for value in pts):
             logger.info(f"{name}: packets without timestamps; frames will be counted by decoding sequentially")
+            self.average_rate = self.codec_rate or self.average_rate
             return
         pts_array = np.asarray(pts, dtype=np.int64)
         order = np.argsort(pts_array, kind="stable")
