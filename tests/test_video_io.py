@@ -17,6 +17,7 @@ import av
 import numpy as np
 import pytest
 from videos import (
+    cut_mpegts,
     damage_packets,
     decode_all_frames,
     make_video,
@@ -542,6 +543,42 @@ def test_frames_that_do_not_decode(caplog):
     assert clip.candidate_indices == sample_candidate_indices(17, 32)
     assert [pattern_index(frame) for frame in clip.candidate_frames] == clip.candidate_indices
     np.testing.assert_allclose(clip.flow_timestamps, np.asarray(clip.flow_indices) / 24)
+
+
+@pytest.mark.parametrize("case", ["h264-ts", "h264-mkv", "hevc-open-gop-ts"])
+def test_segment_starting_in_the_middle_of_a_keyframe_group(case):
+    # 36 frames, keyframes at 0, 12 and 24; the segment starts in the first group, so frames 12 to 35 decode.
+    codec = "libx265" if case.startswith("hevc") else "libx264"
+    full = make_video(codec=codec, container="ts", frames=36, gop=12)
+    with av.open(io.BytesIO(full)) as source:
+        keys = [packet.is_keyframe for packet in source.demux(video=0) if packet.size]
+    if case == "hevc-open-gop-ts":
+        # x265 starts its groups with CRA pictures: the ones decoded after the keyframe but shown before it
+        # reference the group before, so a segment starting at the keyframe loses them too.
+        data = cut_mpegts(full, keys.index(True, 1))
+    elif case == "h264-ts":
+        data = cut_mpegts(full, 6)
+    else:
+        buffer = io.BytesIO()
+        with av.open(io.BytesIO(full)) as source, av.open(buffer, mode="w", format="matroska") as output:
+            stream = output.add_stream_from_template(source.streams.video[0])
+            for position, packet in enumerate(p for p in source.demux(video=0) if p.size):
+                if position >= 6:
+                    packet.stream = stream
+                    output.mux(packet)
+        data = buffer.getvalue()
+    reference = decode_all_frames(data)
+    assert [pattern_index(frame) for frame in reference] == list(range(12, 36))
+    metadata = probe_video(data)
+    assert metadata.num_frames == 24
+    assert metadata.fps == pytest.approx(24.0, rel=1e-3) and metadata.duration_s == pytest.approx(1.0, rel=1e-3)
+    indices = [23, 0, 10, 10, 22]
+    for strategy in STRATEGIES:
+        np.testing.assert_array_equal(read_frames(data, indices, strategy=strategy), reference[indices])
+    clip = read_video(data, num_candidates=8, max_flow_steps=24)
+    assert clip.metadata == metadata
+    np.testing.assert_array_equal(clip.flow_next_frames, reference[flow_pair_ends(clip.flow_indices, 24)])
+    np.testing.assert_allclose(clip.candidate_timestamps, np.asarray(clip.candidate_indices) / 24, atol=1e-3)
 
 
 def test_raw_stream_frame_rate_comes_from_the_stream():

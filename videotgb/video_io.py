@@ -686,6 +686,7 @@ def _scan(container: InputContainer, stream: VideoStream, name: str, count_packe
 
     pts: list[int | None] = []
     key: list[bool] = []
+    first_key = None  # how many indexed packets precede the first keyframe packet (discarded or not)
     first_frame = None
     last_corrupt = False
     failed = 0
@@ -693,6 +694,8 @@ def _scan(container: InputContainer, stream: VideoStream, name: str, count_packe
     for packet in _demuxed_packets(container, stream, name):
         if packet is None:
             break
+        if packet.size and first_key is None and packet.is_keyframe:
+            first_key = len(pts)
         if packet.size and not packet.is_discard:
             pts.append(packet.pts)
             key.append(packet.is_keyframe)
@@ -723,8 +726,28 @@ def _scan(container: InputContainer, stream: VideoStream, name: str, count_packe
             # broken MPEG-TS continuity counter, usually still decode, with errors concealed: they count.)
             pts.pop()
             key.pop()
-        scan.index_packets(pts, key, name)
+        keep = _decodable_packets(pts, first_key or 0, first_frame.pts)
+        if len(keep) < len(pts):
+            logger.info(f"{name}: the stream starts in a keyframe group; skipping {len(pts) - len(keep)} frames")
+        scan.index_packets([pts[i] for i in keep], [key[i] for i in keep], name)
     return scan
+
+
+def _decodable_packets(pts: list[int | None], first_key: int, first_pts: int | None) -> list[int]:
+    """Positions (decode order) of the packets whose frames a decoder outputs, from a stream's start.
+
+    A stream cut in the middle of a keyframe group (an MPEG-TS segment, a cut by stream copy) starts with packets
+    whose reference frames are missing: the decoder outputs nothing until the first keyframe, so the packets before
+    ``first_key`` do not count. Nor do the leading pictures of that keyframe (decoded after it, presented before it,
+    in open keyframe groups) that reference the missing frames: those presented before the first frame the decoder
+    output (``first_pts``), among the packets within the reorder depth of the keyframe.
+    """
+    window = first_key + _MAX_REORDER
+    return [
+        i
+        for i in range(first_key, len(pts))
+        if i >= window or first_pts is None or pts[i] is None or pts[i] >= first_pts
+    ]
 
 
 # --------------------------------------------------------------------------------------------------------------------
