@@ -23,6 +23,7 @@ from videos import (
     make_video,
     pattern_frame,
     pattern_index,
+    shorten_edit_list,
     vfr_pts,
 )
 
@@ -543,6 +544,20 @@ def test_frames_that_do_not_decode(caplog):
     assert clip.candidate_indices == sample_candidate_indices(17, 32)
     assert [pattern_index(frame) for frame in clip.candidate_frames] == clip.candidate_indices
     np.testing.assert_allclose(clip.flow_timestamps, np.asarray(clip.flow_indices) / 24)
+
+
+def test_edit_list_ending_before_the_last_samples():
+    # A stream-copied cut: 24 samples in the file, an edit list that presents 21 of them.
+    data = shorten_edit_list(make_video(frames=24, gop=12), 21)
+    reference = decode_all_frames(data)
+    assert len(reference) == 21
+    metadata = probe_video(data)
+    assert metadata.num_frames == 21
+    assert metadata.fps == pytest.approx(24.0) and metadata.duration_s == pytest.approx(21 / 24)
+    assert read_video(data, num_candidates=4, max_flow_steps=4).metadata == metadata
+    indices = list(range(metadata.num_frames))[::-1]
+    for strategy in STRATEGIES:
+        np.testing.assert_array_equal(read_frames(data, indices, strategy=strategy), reference[indices])
 
 
 @pytest.mark.parametrize("case", ["h264-ts", "h264-mkv", "hevc-open-gop-ts"])

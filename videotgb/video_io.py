@@ -104,7 +104,8 @@ class VideoMetadata:
 
     Attributes:
         num_frames: number of frames. :func:`probe_video` takes it from the MP4/MOV sample table when that is
-            non-zero and lies entirely inside the file (not truncated); otherwise, and always in :func:`read_frames` /
+            non-zero and lies entirely inside the file (not truncated), less the samples the edit list leaves out;
+            otherwise, and always in :func:`read_frames` /
             :func:`read_video`, it is the number of non-empty video packets not flagged for discarding, less a last
             packet flagged corrupt (cut short by truncation), counted by demuxing without decoding (one packet holds
             one frame). Headers of other containers can overstate (AVI)
@@ -485,7 +486,11 @@ def _header_duration_s(stream: VideoStream, container: InputContainer) -> float 
 
 
 def _trusted_header_frame_count(container: InputContainer, stream: VideoStream) -> int | None:
-    """The header's frame count when it can be trusted: an MP4/MOV sample table whose last sample lies in the file."""
+    """The frame count of an MP4/MOV sample table whose last sample lies in the file (``None`` for other files).
+
+    Samples outside the edit list (the tail left by a stream-copied cut, the lead-in of a shifted start) are flagged
+    for discarding: they are decoded for reference but never presented, so they do not count, as in the packet scan.
+    """
     if stream.frames <= 0 or container.format.name.split(",")[0] not in _TRUSTED_FRAME_COUNT_FORMATS:
         return None
     entries = stream.index_entries
@@ -494,7 +499,10 @@ def _trusted_header_frame_count(container: InputContainer, stream: VideoStream) 
     last = entries[len(entries) - 1]
     if container.size > 0 and last.pos + last.size > container.size:
         return None  # truncated: the sample table lists frames beyond the end of the file
-    return stream.frames
+    presented = [entry.is_keyframe for entry in entries if entry.size and not entry.is_discard]
+    if not presented or not presented[0]:
+        return None  # no frame, or frames before the first keyframe, which the packet scan leaves out
+    return len(presented)
 
 
 def _check_header_limits(
