@@ -262,13 +262,15 @@ def test_auto_seeks_for_sparse_targets_and_not_for_dense_ones(long_video, monkey
 
 def test_index_disagreement_falls_back_to_sequential(long_video, monkeypatch, caplog):
     data, reference = long_video
-    # An index that is off by one frame: the first decoded frame already disagrees with it.
+    # An index that lacks the timestamp of frame 49 (time base 1/12288, 512 per frame): neither the seek nor the
+    # sequential pass by timestamps can place that frame, so the read ends up counting frames.
     frame_of = video_io._Scan.frame_of
-    monkeypatch.setattr(video_io._Scan, "frame_of", lambda self, pts: frame_of(self, pts) + 1)
+    monkeypatch.setattr(video_io._Scan, "frame_of", lambda self, pts: None if pts == 49 * 512 else frame_of(self, pts))
     with caplog.at_level(logging.WARNING, logger="videotgb.video_io"):
         frames = read_frames(data, [100, 50, 230], strategy="seek")
     np.testing.assert_array_equal(frames, reference[[100, 50, 230]])
-    assert "expected frame 48, decoded frame 49; reading sequentially instead" in caplog.text
+    assert "decoded a frame with timestamp 25088 that the index lacks; reading sequentially instead" in caplog.text
+    assert "decoded a frame with timestamp 25088 that the index lacks; counting frames instead" in caplog.text
 
 
 def test_seek_that_misses_a_keyframe_falls_back_to_sequential(long_video, monkeypatch, caplog):
@@ -533,7 +535,7 @@ def test_frames_that_do_not_decode(caplog):
     # The last 3 of 20 frames are replaced by random bytes: the packets are there, but they do not decode.
     data = damage_packets(make_video(frames=20, gop=1), [17, 18, 19])
     assert probe_video(data).num_frames == 20
-    with pytest.raises(VideoDecodeError, match="^<bytes>: the stream ends after 17 decodable frames, before frame 19"):
+    with pytest.raises(VideoDecodeError, match="^<bytes>: frame 19 of 20 does not decode"):
         read_frames(data, [0, 19])
     assert [pattern_index(frame) for frame in read_frames(data, [16, 2])] == [16, 2]
     # read_video draws its frames again from the 17 frames that decode.
@@ -544,6 +546,33 @@ def test_frames_that_do_not_decode(caplog):
     assert clip.candidate_indices == sample_candidate_indices(17, 32)
     assert [pattern_index(frame) for frame in clip.candidate_frames] == clip.candidate_indices
     np.testing.assert_allclose(clip.flow_timestamps, np.asarray(clip.flow_indices) / 24)
+
+
+def test_strategies_agree_on_damaged_files(caplog):
+    # Frames 5 and 6 of 40 (every frame a keyframe) are noise: the other 38 decode, each where the index puts it.
+    data = damage_packets(make_video(frames=40, gop=1), [5, 6])
+    survivors = [*range(5), *range(7, 40)]
+    assert probe_video(data).num_frames == 40
+    for indices in ([39], [8], [3, 39], [39, 7, 4]):
+        for strategy in STRATEGIES:
+            frames = read_frames(data, indices, strategy=strategy)
+            assert [pattern_index(frame) for frame in frames] == indices, strategy
+    for indices, lost in (([5], 5), ([2, 6, 30], 6), ([30, 6, 5], 5)):
+        for strategy in STRATEGIES:
+            with pytest.raises(VideoDecodeError, match=f"^<bytes>: frame {lost} of 40 does not decode"):
+                read_frames(data, indices, strategy=strategy)
+    # read_video draws its frames again from the 38 that decode; their timestamps are those of the frames used.
+    for strategy in STRATEGIES:
+        with caplog.at_level(logging.WARNING, logger="videotgb.video_io"):
+            clip = read_video(data, num_candidates=8, max_flow_steps=38, strategy=strategy)
+        assert "only 38 of the 40 indexed frames decode" in caplog.text
+        assert clip.metadata.num_frames == 38
+        used = [survivors[index] for index in clip.candidate_indices]
+        assert [pattern_index(frame) for frame in clip.candidate_frames] == used
+        np.testing.assert_allclose(clip.candidate_timestamps, np.asarray(used) / 24)
+        used = [survivors[index] for index in clip.flow_indices]
+        assert [pattern_index(frame) for frame in clip.flow_frames] == used
+        np.testing.assert_allclose(clip.flow_timestamps, np.asarray(used) / 24)
 
 
 def test_edit_list_ending_before_the_last_samples():
