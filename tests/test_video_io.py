@@ -589,10 +589,10 @@ def test_edit_list_ending_before_the_last_samples():
         np.testing.assert_array_equal(read_frames(data, indices, strategy=strategy), reference[indices])
 
 
-@pytest.mark.parametrize("case", ["h264-ts", "h264-mkv", "hevc-open-gop-ts"])
+@pytest.mark.parametrize("case", ["h264-ts", "h264-mkv", "hevc-open-gop-ts", "mpeg4-mkv"])
 def test_segment_starting_in_the_middle_of_a_keyframe_group(case):
     # 36 frames, keyframes at 0, 12 and 24; the segment starts in the first group, so frames 12 to 35 decode.
-    codec = "libx265" if case.startswith("hevc") else "libx264"
+    codec = {"h264": "libx264", "hevc": "libx265", "mpeg4": "mpeg4"}[case.split("-")[0]]
     full = make_video(codec=codec, container="ts", frames=36, gop=12)
     with av.open(io.BytesIO(full)) as source:
         keys = [packet.is_keyframe for packet in source.demux(video=0) if packet.size]
@@ -612,16 +612,21 @@ def test_segment_starting_in_the_middle_of_a_keyframe_group(case):
                     output.mux(packet)
         data = buffer.getvalue()
     reference = decode_all_frames(data)
-    assert [pattern_index(frame) for frame in reference] == list(range(12, 36))
     metadata = probe_video(data)
-    assert metadata.num_frames == 24
-    assert metadata.fps == pytest.approx(24.0, rel=1e-3) and metadata.duration_s == pytest.approx(1.0, rel=1e-3)
-    indices = [23, 0, 10, 10, 22]
+    assert metadata.num_frames == len(reference)
+    if case == "mpeg4-mkv":
+        # FFmpeg's MPEG-4 decoder does output the P-frames before the keyframe (as garbage): they count.
+        assert [pattern_index(frame) for frame in reference[-24:]] == list(range(12, 36)) and len(reference) > 24
+    else:
+        assert [pattern_index(frame) for frame in reference] == list(range(12, 36))
+        assert metadata.fps == pytest.approx(24.0, rel=1e-3) and metadata.duration_s == pytest.approx(1.0, rel=1e-3)
+    indices = [len(reference) - 1, 0, 10, 10, 22]
     for strategy in STRATEGIES:
         np.testing.assert_array_equal(read_frames(data, indices, strategy=strategy), reference[indices])
     clip = read_video(data, num_candidates=8, max_flow_steps=24)
     assert clip.metadata == metadata
-    np.testing.assert_array_equal(clip.flow_next_frames, reference[flow_pair_ends(clip.flow_indices, 24)])
+    ends = flow_pair_ends(clip.flow_indices, len(reference))
+    np.testing.assert_array_equal(clip.flow_next_frames, reference[ends])
     np.testing.assert_allclose(clip.candidate_timestamps, np.asarray(clip.candidate_indices) / 24, atol=1e-3)
 
 

@@ -767,17 +767,16 @@ def _decodable_packets(pts: list[int | None], first_key: int, first_pts: int | N
     """Positions (decode order) of the packets whose frames a decoder outputs, from a stream's start.
 
     A stream cut in the middle of a keyframe group (an MPEG-TS segment, a cut by stream copy) starts with packets
-    whose reference frames are missing: the decoder outputs nothing until the first keyframe, so the packets before
-    ``first_key`` do not count. Nor do the leading pictures of that keyframe (decoded after it, presented before it,
-    in open keyframe groups) that reference the missing frames: those presented before the first frame the decoder
-    output (``first_pts``), among the packets within the reorder depth of the keyframe.
+    whose reference frames are missing, and so do the leading pictures of its first keyframe in an open keyframe
+    group (decoded after the keyframe, presented before it). Decoders output nothing for them (H.264 and HEVC wait
+    for the keyframe), or garbage (some MPEG-4 decoders). With timestamps, the packets near the start presented
+    before the first frame the decoder output (``first_pts``) are the ones it dropped; without, the packets before
+    the first keyframe packet (``first_key``) are left out.
     """
+    if first_pts is None or any(value is None for value in pts):
+        return list(range(first_key, len(pts)))
     window = first_key + _MAX_REORDER
-    return [
-        i
-        for i in range(first_key, len(pts))
-        if i >= window or first_pts is None or pts[i] is None or pts[i] >= first_pts
-    ]
+    return [i for i, value in enumerate(pts) if i >= window or value >= first_pts]
 
 
 # --------------------------------------------------------------------------------------------------------------------
