@@ -1,4 +1,5 @@
-"""Keyframe selection (DESIGN.md §2.4): the documented examples and the original's defects that must not return."""
+"""Keyframe selection (documented in docs/method.md): the documented examples and the original's defects that must
+not return."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def test_bin_midpoints_of_candidate_frames():
     assert bin_midpoints(10, 32)[0] == 0  # the original produced -1 here (Python's "last frame")
     assert all(0 <= index < 10 for index in bin_midpoints(10, 32))
     assert bin_midpoints(1, 4) == [0, 0, 0, 0]
-    with pytest.raises(ValueError, match="total=0"):
+    with pytest.raises(ValueError, match="total must be an integer >= 1, got 0"):
         bin_midpoints(0, 4)
 
 
@@ -108,3 +109,44 @@ def test_bad_selection_arguments():
         select_keyframes(torch.zeros(1, 4), torch.zeros(1, 4), torch.tensor([0]), 8, 2)
     with pytest.raises(ValueError, match="strategy"):
         draw_spans(torch.zeros(1, 4), torch.zeros(1, 4), torch.tensor([4]), 1, strategy="gumbel")
+
+
+ONE = torch.zeros(1, 4)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: bin_midpoints(4, 0), "num must be an integer >= 1, got 0"),
+        (lambda: bin_midpoints(2.5, 2), "total must be an integer >= 1, got 2.5"),
+        (lambda: flow_step_to_candidate(0, 0, 8), "num_flow_steps must be an integer >= 1, got 0"),
+        (lambda: flow_step_to_candidate(0, 4, 0), "num_candidates must be an integer >= 1, got 0"),
+        (lambda: flow_step_to_candidate(4, 4, 8), r"step must lie in \[0, 4\), got 4"),
+        (lambda: flow_step_to_candidate(-1, 4, 8), r"step must lie in \[0, 4\), got -1"),
+        (lambda: spans_to_candidates([(0, 1)], 0, 8), "num_flow_steps must be an integer >= 1, got 0"),
+        (lambda: spans_to_candidates([(0, 1)], 4, 0), "num_candidates must be an integer >= 1, got 0"),
+        (lambda: spans_to_candidates([(0, 1, 2)], 4, 8), r"spans must be \(start, end\) pairs, got \(0, 1, 2\)"),
+        (lambda: reduce_to_k([], 0, 4), "num_candidates must be an integer >= 1, got 0"),
+        (lambda: reduce_to_k([1], 8, 0), "k must be an integer >= 1, got 0"),
+        (lambda: reduce_to_k([1, 8], 8, 2), r"indices must lie in \[0, 8\), got 8"),
+        (lambda: reduce_to_k([-1], 8, 2), r"indices must lie in \[0, 8\), got -1"),
+        (lambda: draw_spans(ONE, ONE, torch.tensor([4]), 0), "num_spans must be an integer >= 1, got 0"),
+        (lambda: draw_spans(ONE, ONE, torch.tensor([0]), 1), r"lengths must lie in \[1, 4\], got \[0\]"),
+        (lambda: draw_spans(ONE, ONE, torch.tensor([5]), 1), r"lengths must lie in \[1, 4\], got \[5\]"),
+        (lambda: draw_spans(ONE, ONE, torch.tensor([4, 4]), 1), r"lengths must have shape \(1,\), got \(2,\)"),
+        (
+            lambda: draw_spans(ONE, torch.zeros(1, 3), torch.tensor([3]), 1),
+            r"start_logits and end_logits must have the same shape \(batch, steps\), got \(1, 4\) and \(1, 3\)",
+        ),
+        (
+            lambda: draw_spans(torch.zeros(4), torch.zeros(4), torch.tensor([4]), 1),
+            r"start_logits and end_logits must have the same shape \(batch, steps\), got \(4,\) and \(4,\)",
+        ),
+        (lambda: select_keyframes(ONE, ONE, torch.tensor([4]), 0, 2), "num_candidates must be an integer >= 1, got 0"),
+        (lambda: select_keyframes(ONE, ONE, torch.tensor([4]), 8, 0), "num_keyframes must be an integer >= 1, got 0"),
+        (lambda: select_keyframes(ONE, ONE, torch.tensor([4]), 8, 2, 0), "num_spans must be an integer >= 1, got 0"),
+    ],
+)
+def test_public_functions_check_their_arguments(call, message):
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        call()

@@ -16,7 +16,16 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from videos import decode_all_frames, make_video, pattern_frame, pattern_index, vfr_pts
+from videos import (
+    cut_mpegts,
+    damage_packets,
+    decode_all_frames,
+    make_video,
+    pattern_frame,
+    pattern_index,
+    shorten_edit_list,
+    vfr_pts,
+)
 
 from videotgb import video_io
 from videotgb.video_io import (
@@ -253,13 +262,15 @@ def test_auto_seeks_for_sparse_targets_and_not_for_dense_ones(long_video, monkey
 
 def test_index_disagreement_falls_back_to_sequential(long_video, monkeypatch, caplog):
     data, reference = long_video
-    # An index that is off by one frame: the first decoded frame already disagrees with it.
+    # An index that lacks the timestamp of frame 49 (time base 1/12288, 512 per frame): neither the seek nor the
+    # sequential pass by timestamps can place that frame, so the read ends up counting frames.
     frame_of = video_io._Scan.frame_of
-    monkeypatch.setattr(video_io._Scan, "frame_of", lambda self, pts: frame_of(self, pts) + 1)
+    monkeypatch.setattr(video_io._Scan, "frame_of", lambda self, pts: None if pts == 49 * 512 else frame_of(self, pts))
     with caplog.at_level(logging.WARNING, logger="videotgb.video_io"):
         frames = read_frames(data, [100, 50, 230], strategy="seek")
     np.testing.assert_array_equal(frames, reference[[100, 50, 230]])
-    assert "expected frame 48, decoded frame 49; reading sequentially instead" in caplog.text
+    assert "decoded a frame with timestamp 25088 that the index lacks; reading sequentially instead" in caplog.text
+    assert "decoded a frame with timestamp 25088 that the index lacks; counting frames instead" in caplog.text
 
 
 def test_seek_that_misses_a_keyframe_falls_back_to_sequential(long_video, monkeypatch, caplog):
@@ -397,13 +408,7 @@ def _wav() -> bytes:
 
 def _avi_with_garbage_frames() -> bytes:
     """An AVI whose every video packet is replaced by random bytes: it opens, but no frame decodes."""
-    data = bytearray(make_video(codec="mpeg4", container="avi", frames=6))
-    with av.open(io.BytesIO(bytes(data))) as container:
-        chunks = [(packet.pos, packet.size) for packet in container.demux(video=0) if packet.size]
-    rng = np.random.default_rng(0)
-    for position, size in chunks:
-        data[position + 8 : position + 8 + size] = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
-    return bytes(data)
+    return damage_packets(make_video(codec="mpeg4", container="avi", frames=6), range(6), skip=8)
 
 
 def _avi_without_frames() -> bytes:
@@ -528,15 +533,9 @@ def test_truncated_files_read_what_is_there(tmp_path):
 
 def test_frames_that_do_not_decode(caplog):
     # The last 3 of 20 frames are replaced by random bytes: the packets are there, but they do not decode.
-    data = bytearray(make_video(frames=20, gop=1))
-    with av.open(io.BytesIO(bytes(data))) as container:
-        chunks = [(packet.pos, packet.size) for packet in container.demux(video=0) if packet.size]
-    rng = np.random.default_rng(0)
-    for position, size in chunks[-3:]:
-        data[position : position + size] = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
-    data = bytes(data)
+    data = damage_packets(make_video(frames=20, gop=1), [17, 18, 19])
     assert probe_video(data).num_frames == 20
-    with pytest.raises(VideoDecodeError, match="^<bytes>: the stream ends after 17 decodable frames, before frame 19"):
+    with pytest.raises(VideoDecodeError, match="^<bytes>: frame 19 of 20 does not decode"):
         read_frames(data, [0, 19])
     assert [pattern_index(frame) for frame in read_frames(data, [16, 2])] == [16, 2]
     # read_video draws its frames again from the 17 frames that decode.
@@ -547,6 +546,108 @@ def test_frames_that_do_not_decode(caplog):
     assert clip.candidate_indices == sample_candidate_indices(17, 32)
     assert [pattern_index(frame) for frame in clip.candidate_frames] == clip.candidate_indices
     np.testing.assert_allclose(clip.flow_timestamps, np.asarray(clip.flow_indices) / 24)
+
+
+def test_strategies_agree_on_damaged_files(caplog):
+    # Frames 5 and 6 of 40 (every frame a keyframe) are noise: the other 38 decode, each where the index puts it.
+    data = damage_packets(make_video(frames=40, gop=1), [5, 6])
+    survivors = [*range(5), *range(7, 40)]
+    assert probe_video(data).num_frames == 40
+    for indices in ([39], [8], [3, 39], [39, 7, 4]):
+        for strategy in STRATEGIES:
+            frames = read_frames(data, indices, strategy=strategy)
+            assert [pattern_index(frame) for frame in frames] == indices, strategy
+    for indices, lost in (([5], 5), ([2, 6, 30], 6), ([30, 6, 5], 5)):
+        for strategy in STRATEGIES:
+            with pytest.raises(VideoDecodeError, match=f"^<bytes>: frame {lost} of 40 does not decode"):
+                read_frames(data, indices, strategy=strategy)
+    # read_video draws its frames again from the 38 that decode; their timestamps are those of the frames used.
+    for strategy in STRATEGIES:
+        with caplog.at_level(logging.WARNING, logger="videotgb.video_io"):
+            clip = read_video(data, num_candidates=8, max_flow_steps=38, strategy=strategy)
+        assert "only 38 of the 40 indexed frames decode" in caplog.text
+        assert clip.metadata.num_frames == 38
+        used = [survivors[index] for index in clip.candidate_indices]
+        assert [pattern_index(frame) for frame in clip.candidate_frames] == used
+        np.testing.assert_allclose(clip.candidate_timestamps, np.asarray(used) / 24)
+        used = [survivors[index] for index in clip.flow_indices]
+        assert [pattern_index(frame) for frame in clip.flow_frames] == used
+        np.testing.assert_allclose(clip.flow_timestamps, np.asarray(used) / 24)
+
+
+def test_edit_list_ending_before_the_last_samples():
+    # A stream-copied cut: 24 samples in the file, an edit list that presents 21 of them.
+    data = shorten_edit_list(make_video(frames=24, gop=12), 21)
+    reference = decode_all_frames(data)
+    assert len(reference) == 21
+    metadata = probe_video(data)
+    assert metadata.num_frames == 21
+    assert metadata.fps == pytest.approx(24.0) and metadata.duration_s == pytest.approx(21 / 24)
+    assert read_video(data, num_candidates=4, max_flow_steps=4).metadata == metadata
+    indices = list(range(metadata.num_frames))[::-1]
+    for strategy in STRATEGIES:
+        np.testing.assert_array_equal(read_frames(data, indices, strategy=strategy), reference[indices])
+
+
+@pytest.mark.parametrize("case", ["h264-ts", "h264-mkv", "hevc-open-gop-ts", "mpeg4-mkv"])
+def test_segment_starting_in_the_middle_of_a_keyframe_group(case):
+    # 36 frames, keyframes at 0, 12 and 24; the segment starts in the first group, so frames 12 to 35 decode.
+    codec = {"h264": "libx264", "hevc": "libx265", "mpeg4": "mpeg4"}[case.split("-")[0]]
+    full = make_video(codec=codec, container="ts", frames=36, gop=12)
+    with av.open(io.BytesIO(full)) as source:
+        keys = [packet.is_keyframe for packet in source.demux(video=0) if packet.size]
+    if case == "hevc-open-gop-ts":
+        # x265 starts its groups with CRA pictures: the ones decoded after the keyframe but shown before it
+        # reference the group before, so a segment starting at the keyframe loses them too.
+        data = cut_mpegts(full, keys.index(True, 1))
+    elif case == "h264-ts":
+        data = cut_mpegts(full, 6)
+    else:
+        buffer = io.BytesIO()
+        with av.open(io.BytesIO(full)) as source, av.open(buffer, mode="w", format="matroska") as output:
+            stream = output.add_stream_from_template(source.streams.video[0])
+            for position, packet in enumerate(p for p in source.demux(video=0) if p.size):
+                if position >= 6:
+                    packet.stream = stream
+                    output.mux(packet)
+        data = buffer.getvalue()
+    reference = decode_all_frames(data)
+    metadata = probe_video(data)
+    assert metadata.num_frames == len(reference)
+    if case == "mpeg4-mkv":
+        # FFmpeg's MPEG-4 decoder does output the P-frames before the keyframe (as garbage): they count.
+        assert [pattern_index(frame) for frame in reference[-24:]] == list(range(12, 36)) and len(reference) > 24
+    else:
+        assert [pattern_index(frame) for frame in reference] == list(range(12, 36))
+        assert metadata.fps == pytest.approx(24.0, rel=1e-3) and metadata.duration_s == pytest.approx(1.0, rel=1e-3)
+    indices = [len(reference) - 1, 0, 10, 10, 22]
+    for strategy in STRATEGIES:
+        np.testing.assert_array_equal(read_frames(data, indices, strategy=strategy), reference[indices])
+    clip = read_video(data, num_candidates=8, max_flow_steps=24)
+    assert clip.metadata == metadata
+    ends = flow_pair_ends(clip.flow_indices, len(reference))
+    np.testing.assert_array_equal(clip.flow_next_frames, reference[ends])
+    np.testing.assert_allclose(clip.candidate_timestamps, np.asarray(clip.candidate_indices) / 24, atol=1e-3)
+
+
+def test_raw_stream_frame_rate_comes_from_the_stream():
+    # Raw H.264 has no container timestamps; the demuxer's 25 fps is a placeholder, the SPS says 10 fps.
+    data = make_video(container="h264", frames=20, fps=10)
+    metadata = probe_video(data)
+    assert metadata.fps == pytest.approx(10.0) and metadata.duration_s == pytest.approx(2.0)
+    clip = read_video(data, num_candidates=4, max_flow_steps=4)
+    np.testing.assert_allclose(clip.candidate_timestamps, np.asarray(clip.candidate_indices) / 10)
+    np.testing.assert_allclose(clip.flow_timestamps, np.asarray(clip.flow_indices) / 10)
+
+
+def test_8k_is_admitted_by_default():
+    data = make_video(frames=np.zeros((1, 4320, 7680, 3), np.uint8), options={"preset": "ultrafast"})
+    metadata = probe_video(data)
+    assert (metadata.width, metadata.height, metadata.num_frames) == (7680, 4320, 1)
+    assert read_frames(data, [0], size=(36, 64)).shape == (1, 36, 64, 3)
+    assert video_io.DEFAULT_MAX_PIXELS >= 8192 * 4320  # DCI 8K too
+    with pytest.raises(VideoDecodeError, match="resolution 7680x4320 exceeds max_pixels=33177599"):
+        probe_video(data, max_pixels=7680 * 4320 - 1)
 
 
 def test_invalid_arguments(videos):
@@ -595,10 +696,24 @@ def test_flow_indices_rule():
         assert all(a <= b for a, b in itertools.pairwise(indices))
         assert all(end == start + 1 for start, end in zip(indices, ends, strict=True)) or num_frames == 1
         assert ends[-1] < num_frames
-    with pytest.raises(ValueError):
-        sample_flow_indices(10, 0)
-    with pytest.raises(ValueError):
-        sample_candidate_indices(0)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: sample_candidate_indices(0), "num_frames must be an integer >= 1, got 0"),
+        (lambda: sample_candidate_indices(10, 0), "num_candidates must be an integer >= 1, got 0"),
+        (lambda: sample_candidate_indices(10.5), "num_frames must be an integer >= 1, got 10.5"),
+        (lambda: sample_flow_indices(0), "num_frames must be an integer >= 1, got 0"),
+        (lambda: sample_flow_indices(10, 0), "max_steps must be an integer >= 1, got 0"),
+        (lambda: flow_pair_ends([0, 1], 0), "num_frames must be an integer >= 1, got 0"),
+        (lambda: flow_pair_ends([0, 5], 5), r"flow_indices must lie in \[0, 5\), got 5"),
+        (lambda: flow_pair_ends([-1], 5), r"flow_indices must lie in \[0, 5\), got -1"),
+    ],
+)
+def test_sampling_helpers_check_their_arguments(call, message):
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        call()
 
 
 def test_module_imports_pyav_lazily():

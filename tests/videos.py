@@ -9,6 +9,9 @@ Shared by the video-reading and optical-flow tests:
 - :func:`moving_square_frames` makes frames with known motion (a textured square moving over a static textured
   background) for optical-flow tests.
 - :func:`decode_all_frames` is the reference reader: decode every frame with plain PyAV, in order, as RGB.
+- :func:`damage_packets`, :func:`shorten_edit_list` and :func:`cut_mpegts` turn an encoded file into the kinds of
+  broken or cut files met in the wild: packets overwritten with noise, an MP4 cut by stream copy whose edit list ends
+  before its last samples, an MPEG-TS segment that starts in the middle of a keyframe group.
 
 PyAV is imported inside the functions, like the library does, so importing this module costs nothing.
 """
@@ -17,6 +20,8 @@ from __future__ import annotations
 
 import io
 import os
+import struct
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 
@@ -232,3 +237,54 @@ def decode_all_frames(source: str | os.PathLike | bytes, rotate: bool = True) ->
                 rgb = np.rot90(rgb, k=round(frame.rotation / 90))
             frames.append(np.ascontiguousarray(rgb))
     return np.stack(frames)
+
+
+def damage_packets(data: bytes, packets: Sequence[int], skip: int = 0) -> bytes:
+    """Overwrite video packets with random bytes (seeded): the file still demuxes, those packets do not decode.
+
+    Args:
+        data: the file's bytes.
+        packets: positions of the packets to damage among the non-empty video packets, in decode order.
+        skip: bytes left intact at the start of each packet (``8`` keeps an AVI chunk header, which ``packet.pos``
+            points at).
+    """
+    import av
+
+    damaged = bytearray(data)
+    with av.open(io.BytesIO(data)) as container:
+        chunks = [(packet.pos, packet.size) for packet in container.demux(video=0) if packet.size]
+    rng = np.random.default_rng(0)
+    for position, size in (chunks[k] for k in packets):
+        damaged[position + skip : position + skip + size] = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
+    return bytes(damaged)
+
+
+def shorten_edit_list(data: bytes, frames: int) -> bytes:
+    """An MP4 whose edit list presents only its first ``frames`` frames, although all its samples stay in the file.
+
+    This is what cutting by stream copy leaves (a cut must keep the samples up to the next keyframe): the demuxer
+    flags the samples past the edit list as discarded. ``data`` must be a constant-rate MP4 with a one-entry edit
+    list (what :func:`make_video` writes with B-frames); the entry's duration is scaled down in place.
+    """
+    import av
+
+    with av.open(io.BytesIO(data)) as container:
+        total = container.streams.video[0].frames
+    start = data.find(b"elst")
+    version, entries = data[start + 4], struct.unpack(">I", data[start + 8 : start + 12])[0]
+    if version != 0 or entries != 1 or not 0 < frames < total:
+        raise ValueError(f"cannot shorten an edit list of version {version} with {entries} entries to {frames} frames")
+    (duration,) = struct.unpack(">I", data[start + 12 : start + 16])
+    shortened = bytearray(data)
+    struct.pack_into(">I", shortened, start + 12, duration * frames // total)
+    return bytes(shortened)
+
+
+def cut_mpegts(data: bytes, packet: int) -> bytes:
+    """An MPEG-TS file cut, at a 188-byte transport packet boundary, where video packet ``packet`` (decode order)
+    starts: like a recorded or downloaded segment that begins in the middle of a keyframe group."""
+    import av
+
+    with av.open(io.BytesIO(data)) as container:
+        positions = [p.pos for p in container.demux(video=0) if p.size]
+    return data[positions[packet] // 188 * 188 :]

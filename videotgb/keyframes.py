@@ -1,4 +1,4 @@
-"""Pure arithmetic of VideoTGB's frame sampling and keyframe selection (DESIGN.md §2.1, §2.4).
+"""Pure arithmetic of VideoTGB's frame sampling and keyframe selection (the method is described in docs/method.md).
 
 Everything here is deterministic integer arithmetic on indices, shared by the video reader (candidate frames),
 the model (keyframes chosen from the bridge's spans) and training (pseudo spans). It imports only torch so that it
@@ -17,10 +17,13 @@ exclusive) and on how a flow step maps to a candidate frame. This module is the 
 4. The union of the spans' candidates, sorted, is brought to exactly ``K`` indices: empty -> all candidates;
    fewer than ``K`` -> every index duplicated until there are at least ``K``; more than ``K`` -> the ``K``
    bin-midpoints of the sorted list.
+
+Every public function checks its arguments and raises a ``ValueError`` naming the argument and its value.
 """
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -51,17 +54,18 @@ def bin_midpoints(total: int, num: int) -> list[int]:
         >>> bin_midpoints(3, 4)
         [0, 0, 1, 2]
     """
-    if total < 1:
-        raise ValueError(f"bin_midpoints needs at least one element to sample from, got total={total}")
-    if num < 1:
-        raise ValueError(f"bin_midpoints needs num >= 1, got num={num}")
+    _check_count("total", total)
+    _check_count("num", num)
     edges = [(total * i) // num for i in range(num + 1)]
     return [max((edges[i] + edges[i + 1] - 1) // 2, 0) for i in range(num)]
 
 
 def flow_step_to_candidate(step: int, num_flow_steps: int, num_candidates: int) -> int:
     """Candidate-frame index ``floor(step * (num_candidates - 1) / (num_flow_steps - 1))`` of a flow step."""
-    if num_flow_steps <= 1:
+    _check_count("num_flow_steps", num_flow_steps)
+    _check_count("num_candidates", num_candidates)
+    _check_indices("step", [step], num_flow_steps)
+    if num_flow_steps == 1:
         return 0
     return (step * (num_candidates - 1)) // (num_flow_steps - 1)
 
@@ -83,6 +87,11 @@ def spans_to_candidates(
         >>> spans_to_candidates([(0, 0)], num_flow_steps=8, num_candidates=4)
         [0, 1, 2, 3]
     """
+    _check_count("num_flow_steps", num_flow_steps)
+    _check_count("num_candidates", num_candidates)
+    for span in spans:
+        if len(span) != 2:
+            raise ValueError(f"spans must be (start, end) pairs, got {tuple(span)}")
     selected: set[int] = set()
     for start, end in spans:
         if start >= num_flow_steps or end >= num_flow_steps or start < 0 or end < 0 or (start, end) == (0, 0):
@@ -95,7 +104,10 @@ def spans_to_candidates(
 
 
 def reduce_to_k(indices: Sequence[int], num_candidates: int, k: int) -> list[int]:
-    """Bring a sorted list of candidate indices to exactly ``k`` entries (DESIGN.md §2.4 step 4).
+    """Bring a list of candidate indices in ``[0, num_candidates)`` to exactly ``k`` sorted entries.
+
+    An empty list stands for every candidate; a shorter list has each entry repeated (doubling until there are at
+    least ``k``); a longer one is thinned to the ``k`` bin midpoints of its sorted entries.
 
     Examples (k = 4):
         >>> reduce_to_k([5], 32, 4)
@@ -107,6 +119,9 @@ def reduce_to_k(indices: Sequence[int], num_candidates: int, k: int) -> list[int
         >>> reduce_to_k(list(range(10, 20)), 32, 4)
         [10, 13, 15, 18]
     """
+    _check_count("num_candidates", num_candidates)
+    _check_count("k", k)
+    _check_indices("indices", indices, num_candidates)
     chosen = sorted(indices) if len(indices) else list(range(num_candidates))
     while len(chosen) < k:
         chosen = [index for index in chosen for _ in range(2)]
@@ -137,7 +152,17 @@ def draw_spans(
     """
     if strategy not in ("argmax", "sample"):
         raise ValueError(f"strategy must be 'argmax' or 'sample', got {strategy!r}")
-    steps = start_logits.shape[-1]
+    _check_count("num_spans", num_spans)
+    if start_logits.dim() != 2 or start_logits.shape != end_logits.shape:
+        raise ValueError(
+            "start_logits and end_logits must have the same shape (batch, steps), got "
+            f"{tuple(start_logits.shape)} and {tuple(end_logits.shape)}"
+        )
+    batch, steps = start_logits.shape
+    if lengths.shape != (batch,):
+        raise ValueError(f"lengths must have shape ({batch},), got {tuple(lengths.shape)}")
+    if ((lengths < 1) | (lengths > steps)).any():
+        raise ValueError(f"lengths must lie in [1, {steps}], got {lengths.tolist()}")
     valid = torch.arange(steps, device=start_logits.device)[None, :] < lengths.to(start_logits.device)[:, None]
     pairs = []
     for logits in (start_logits, end_logits):
@@ -177,6 +202,8 @@ def select_keyframes(
     Returns:
         `(batch, num_keyframes)` long tensor of sorted candidate indices (repeats allowed).
     """
+    _check_count("num_candidates", num_candidates)
+    _check_count("num_keyframes", num_keyframes)
     if (lengths < 1).any():
         raise ValueError(
             f"every video needs at least one flow step to select keyframes, got lengths={lengths.tolist()}"
@@ -189,3 +216,16 @@ def select_keyframes(
         )
         rows.append(reduce_to_k(candidates, num_candidates, num_keyframes))
     return torch.tensor(rows, dtype=torch.long, device=start_logits.device)
+
+
+def _check_count(name: str, value: object, minimum: int = 1) -> None:
+    """Raise a ``ValueError`` naming ``name`` unless ``value`` is an integer ``>= minimum`` (bools are refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_indices(name: str, indices: Sequence[int], size: int) -> None:
+    """Raise a ``ValueError`` naming ``name`` and the first entry of ``indices`` outside ``[0, size)``."""
+    for index in indices:
+        if not 0 <= index < size:
+            raise ValueError(f"{name} must lie in [0, {size}), got {index}")

@@ -1,9 +1,10 @@
-"""Reading the frames VideoTGB needs from a video file with PyAV, and nothing more (DESIGN.md §2.1).
+"""Reading the frames VideoTGB needs from a video file with PyAV, and nothing more.
 
-The model looks at two evenly spaced subsets of a video: ``N_c`` candidate frames (32, bin midpoints) and at most
-``L`` optical-flow steps (64). The original code decoded every frame and converted each to RGB before keeping 32;
-here only the needed frames are decoded and only the kept ones converted, and nothing proportional to the video's
-length is held in memory apart from a compact packet index (two 64-bit integers per frame).
+The model looks at two evenly spaced subsets of a video (docs/method.md describes them): ``N_c`` candidate frames
+(32, bin midpoints) and at most ``L`` optical-flow steps (64). The original code decoded every frame and converted
+each to RGB before keeping 32; here only the needed frames are decoded and only the kept ones converted, and nothing
+proportional to the video's length is held in memory apart from a compact packet index (two 64-bit integers per
+frame).
 
 How a read works:
 
@@ -14,14 +15,22 @@ How a read works:
    cannot decode, streams where no frame decodes, and videos beyond ``max_pixels`` or ``max_duration_s``.
 2. **Index.** The video stream's packets are demuxed *without decoding* (~6 µs per packet, 0.6 s for an hour at
    30 fps) to count frames and record each frame's presentation timestamp and the keyframes. Frame ``i`` is the
-   ``i``-th frame in presentation order, the ``i``-th frame a plain full decode outputs. The first frame is decoded
+   ``i``-th frame in presentation order, the ``i``-th frame a plain full decode outputs. Packets a decoder never
+   outputs are left out: those flagged for discarding (outside an MP4 edit list) and, in a stream that starts in the
+   middle of a keyframe group (a cut MPEG-TS segment), those before the first keyframe. The first frame is decoded
    on the way, which proves that the stream decodes and gives its rotation and pixel format.
 3. **Decode.** Each requested frame is reached either by seeking to the keyframe before it and decoding forward
    (frames matched by timestamp) or by decoding on from the current position (see :func:`read_frames`); only the
    requested frames are converted to RGB, the expensive step of a full pass. Decoded frames are checked against the
    index as they come; at any disagreement (a seek that lands after or off its keyframe, a dropped frame, a
-   timestamp the index does not know) the read restarts as one sequential pass that counts frames instead of
-   trusting timestamps.
+   timestamp the index does not know) the read restarts as one sequential pass from the start, which still places
+   frames by their timestamps, and counts frames only if the timestamps themselves disagree with the index.
+
+   In a damaged file some frames do not decode. They keep their places: every other frame keeps its index (and
+   timestamp), whichever strategy reads it, and reading a frame that does not decode raises
+   :class:`VideoDecodeError` with every strategy. :func:`read_video` then samples again among the frames that do
+   decode, with their own timestamps. (Without usable timestamps, e.g. raw streams, frames can only be counted: the
+   lost frames then shift the ones after them, for every strategy alike.)
 
 Frames come out as RGB ``uint8`` arrays turned upright according to the stream's display matrix (rotation), at the
 stored resolution unless ``size`` asks PyAV's scaler for another. Sample aspect ratio is *not* applied (the model
@@ -42,7 +51,7 @@ from typing import IO, TYPE_CHECKING, Literal
 import numpy as np
 from transformers.utils import logging
 
-from .keyframes import bin_midpoints
+from .keyframes import _check_count, _check_indices, bin_midpoints
 
 if TYPE_CHECKING:
     from av.container import InputContainer
@@ -74,7 +83,10 @@ A file object that cannot seek is read into memory from its current position."""
 Strategy = Literal["auto", "seek", "sequential"]
 
 DEFAULT_MAX_DURATION_S = 4 * 3600.0
-DEFAULT_MAX_PIXELS = 4096 * 4096
+# The largest standard resolution, DCI 8K (8192x4320, 35.4 megapixels), which also admits 8K UHD (7680x4320) and the
+# portrait versions of both. Larger frames are refused as absurd (one decoded 8K frame already takes 100 MiB as RGB;
+# pass ``size`` to get small frames).
+DEFAULT_MAX_PIXELS = 8192 * 4320
 
 # "auto" seeks to a target's keyframe only when that skips decoding more than this many frames: the price of one seek
 # (demuxer seek, decoder flush, refilling the decoder's reorder delay) in frame decodes, measured on 360p H.264.
@@ -101,14 +113,18 @@ class VideoMetadata:
 
     Attributes:
         num_frames: number of frames. :func:`probe_video` takes it from the MP4/MOV sample table when that is
-            non-zero and lies entirely inside the file (not truncated); otherwise, and always in :func:`read_frames` /
+            non-zero and lies entirely inside the file (not truncated), less the samples the edit list leaves out;
+            otherwise, and always in :func:`read_frames` /
             :func:`read_video`, it is the number of non-empty video packets not flagged for discarding, less a last
             packet flagged corrupt (cut short by truncation), counted by demuxing without decoding (one packet holds
             one frame). Headers of other containers can overstate (AVI)
-            or be 0 (Matroska, WebM, MPEG-TS, fragmented MP4, raw streams). A damaged stream can still decode fewer
-            frames than it has packets: :func:`read_video` then samples again from the frames that decode.
+            or be 0 (Matroska, WebM, MPEG-TS, fragmented MP4, raw streams). Packets before the first keyframe of a
+            stream cut inside a keyframe group are left out, as the decoder outputs nothing for them. A damaged
+            stream can still decode fewer frames than it has packets: :func:`read_video` then samples again from the
+            frames that decode.
         fps: average frame rate, ``(num_frames - 1) / (last timestamp - first timestamp)`` when timestamps were
-            indexed (right for variable frame rate), else the stream's average rate.
+            indexed (right for variable frame rate), else the stream's average rate, or for streams whose packets carry
+            no timestamps (raw ``.h264``) the rate the codec states, since the demuxer's is a placeholder.
         duration_s: ``num_frames / fps`` (the last frame lasts one average frame interval).
         width: width of the frames as displayed, i.e. after rotation.
         height: height of the frames as displayed, i.e. after rotation.
@@ -157,7 +173,7 @@ class VideoClip:
 
 
 def sample_candidate_indices(num_frames: int, num_candidates: int = 32) -> list[int]:
-    """Indices of the ``num_candidates`` candidate frames: the bin-midpoint rule of the original (DESIGN.md §2.1).
+    """Indices of the ``num_candidates`` candidate frames: the bin-midpoint rule of the original.
 
     ``[0, num_frames)`` is cut into ``num_candidates`` bins with integer edges ``floor(linspace(0, T, N_c + 1))``
     and each bin ``[a, b)`` gives ``(a + b - 1) // 2`` (:func:`videotgb.keyframes.bin_midpoints`). Videos shorter
@@ -171,6 +187,8 @@ def sample_candidate_indices(num_frames: int, num_candidates: int = 32) -> list[
         >>> sample_candidate_indices(1)[:3]
         [0, 0, 0]
     """
+    _check_count("num_frames", num_frames)
+    _check_count("num_candidates", num_candidates)
     return bin_midpoints(num_frames, num_candidates)
 
 
@@ -194,8 +212,8 @@ def sample_flow_indices(num_frames: int, max_steps: int = 64) -> list[int]:
         >>> sample_flow_indices(1)
         [0]
     """
-    if max_steps < 1:
-        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+    _check_count("num_frames", num_frames)
+    _check_count("max_steps", max_steps)
     last_start = max(num_frames - 2, 0)
     return [min(index, last_start) for index in bin_midpoints(num_frames, min(num_frames, max_steps))]
 
@@ -209,6 +227,8 @@ def flow_pair_ends(flow_indices: Sequence[int], num_frames: int) -> list[int]:
         >>> flow_pair_ends([0], 1)
         [0]
     """
+    _check_count("num_frames", num_frames)
+    _check_indices("flow_indices", flow_indices, num_frames)
     return [min(index + 1, num_frames - 1) for index in flow_indices]
 
 
@@ -245,7 +265,8 @@ def read_frames(
 ) -> np.ndarray:
     """Decode the frames at ``indices`` (presentation order, duplicates allowed) as upright RGB.
 
-    Strategies (all return identical pixels):
+    Strategies (all return identical pixels, or raise the same error for a frame of a damaged file that does not
+    decode):
 
     - ``"seek"``: for each target, in increasing order, seek to the last keyframe before it
       (``container.seek(pts, stream=s, backward=True)``) and decode forward, matching frames to indices by timestamp;
@@ -274,7 +295,7 @@ def read_frames(
 
     Raises:
         VideoDecodeError: the input is not a readable video, is beyond the limits, or ends before a requested frame.
-        IndexError: an index is outside ``[0, num_frames)``.
+        IndexError: an index is outside ``[0, num_frames)`` (``num_frames`` as :func:`probe_video` reports it).
     """
     _check_arguments(strategy, size)
     opened, scan, metadata = _open_and_index(source, max_duration_s, max_pixels)
@@ -299,8 +320,9 @@ def read_video(
 
     The candidate indices (:func:`sample_candidate_indices`) and flow indices (:func:`sample_flow_indices`) are read
     together by :func:`read_frames`'s machinery, so a frame in both sets is decoded once and the video is traversed
-    once. If the stream turns out to end before its packet index said (a truncated file), the indices are drawn
-    again for the frames that actually decode.
+    once. If some of those frames turn out not to decode (a damaged or truncated file), the stream is decoded to its
+    end to find the frames that do, the indices are drawn again among those, and the timestamps are those of the
+    frames used.
 
     Args:
         source: path, bytes or binary file object.
@@ -316,22 +338,23 @@ def read_video(
     """
     _check_arguments(strategy, size)
     opened, scan, metadata = _open_and_index(source, max_duration_s, max_pixels)
+    reader = _Reader(opened, scan, size)
     for attempt in (1, 2):
         candidates = sample_candidate_indices(metadata.num_frames, num_candidates)
         flows = sample_flow_indices(metadata.num_frames, max_flow_steps)
         ends = flow_pair_ends(flows, metadata.num_frames)
         try:
-            frames = _Reader(opened, scan, size).read(candidates + flows + ends, strategy, raise_on_short=attempt == 2)
+            frames = reader.read(candidates + flows + ends, strategy, census=attempt == 1)
             break
-        except _StreamEndedError as ended:
-            # The sequential pass that ended early has counted the frames that decode: sample again among those.
-            if not ended.decoded:
+        except _FramesLostError as lost:
+            # The sequential pass that found lost frames went on to the end: sample again among the frames that decode.
+            if not len(lost.decoded):
                 raise VideoDecodeError(f"{opened.name}: no frame decodes on a second reading") from None
             logger.warning(
-                f"{opened.name}: only {ended.decoded} of the {metadata.num_frames} indexed frames decode; "
+                f"{opened.name}: only {len(lost.decoded)} of the {metadata.num_frames} indexed frames decode; "
                 "sampling frames again from those"
             )
-            scan.truncate(ended.decoded)
+            scan.keep(lost.decoded)
             metadata = scan.metadata()
             strategy = "sequential"
     return VideoClip(
@@ -372,11 +395,13 @@ def _open_and_index(
     return opened, scan, metadata
 
 
-class _StreamEndedError(Exception):
-    """The stream ended (or stopped decoding) after ``decoded`` frames, before a requested frame."""
+class _FramesLostError(Exception):
+    """Requested frames do not decode (``reason`` says which); ``decoded`` lists the frames that do when the stream
+    was decoded to its end (``None`` otherwise)."""
 
-    def __init__(self, decoded: int):
-        super().__init__(decoded)
+    def __init__(self, reason: str, decoded: np.ndarray | None):
+        super().__init__(reason)
+        self.reason = reason
         self.decoded = decoded
 
 
@@ -477,7 +502,11 @@ def _header_duration_s(stream: VideoStream, container: InputContainer) -> float 
 
 
 def _trusted_header_frame_count(container: InputContainer, stream: VideoStream) -> int | None:
-    """The header's frame count when it can be trusted: an MP4/MOV sample table whose last sample lies in the file."""
+    """The frame count of an MP4/MOV sample table whose last sample lies in the file (``None`` for other files).
+
+    Samples outside the edit list (the tail left by a stream-copied cut, the lead-in of a shifted start) are flagged
+    for discarding: they are decoded for reference but never presented, so they do not count, as in the packet scan.
+    """
     if stream.frames <= 0 or container.format.name.split(",")[0] not in _TRUSTED_FRAME_COUNT_FORMATS:
         return None
     entries = stream.index_entries
@@ -486,7 +515,10 @@ def _trusted_header_frame_count(container: InputContainer, stream: VideoStream) 
     last = entries[len(entries) - 1]
     if container.size > 0 and last.pos + last.size > container.size:
         return None  # truncated: the sample table lists frames beyond the end of the file
-    return stream.frames
+    presented = [entry.is_keyframe for entry in entries if entry.size and not entry.is_discard]
+    if not presented or not presented[0]:
+        return None  # no frame, or frames before the first keyframe, which the packet scan leaves out
+    return len(presented)
 
 
 def _check_header_limits(
@@ -573,6 +605,9 @@ class _Scan:
         self.seek_reliable = container.format.name not in _UNRELIABLE_SEEK_FORMATS
         self.time_base = stream.time_base
         self.average_rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        # The rate the codec itself states (H.264/HEVC SPS timing, MPEG sequence header), for streams whose packets
+        # carry no timestamps: their demuxer's rate is a placeholder (25 fps for raw H.264).
+        self.codec_rate = stream.codec_context.framerate or stream.guessed_rate
         self.header_duration_s = _header_duration_s(stream, container)
         self.codec = stream.codec_context.name
         self.pix_fmt = first_frame.format.name
@@ -595,6 +630,7 @@ class _Scan:
         self.num_frames = len(pts)
         if any(value is None for value in pts):
             logger.info(f"{name}: packets without timestamps; frames will be counted by decoding sequentially")
+            self.average_rate = self.codec_rate or self.average_rate
             return
         pts_array = np.asarray(pts, dtype=np.int64)
         order = np.argsort(pts_array, kind="stable")
@@ -610,10 +646,16 @@ class _Scan:
         self.key_pts = pts_array[self.key_pos]
         self.trusted = True
 
-    def truncate(self, num_frames: int) -> None:
-        """Forget frames from ``num_frames`` on (they do not decode); timestamps are no longer trusted."""
-        self.num_frames = num_frames
-        self.trusted = False
+    def keep(self, frames: np.ndarray) -> None:
+        """Forget every frame but ``frames`` (increasing indices): the others do not decode.
+
+        Frame ``i`` becomes the ``i``-th of ``frames``, with its timestamp (and keyframes that remain) when indexed.
+        """
+        self.num_frames = len(frames)
+        if self.trusted:
+            remaining = np.isin(self.key_pts, self.pts[frames])
+            self.key_pos, self.key_pts = self.key_pos[remaining], self.key_pts[remaining]
+            self.pts, self.decode_pos = self.pts[frames], self.decode_pos[frames]
 
     def metadata(self, stream_frames: int | None = None) -> VideoMetadata:
         num_frames = stream_frames or self.num_frames
@@ -674,6 +716,7 @@ def _scan(container: InputContainer, stream: VideoStream, name: str, count_packe
 
     pts: list[int | None] = []
     key: list[bool] = []
+    first_key = None  # how many indexed packets precede the first keyframe packet (discarded or not)
     first_frame = None
     last_corrupt = False
     failed = 0
@@ -681,6 +724,8 @@ def _scan(container: InputContainer, stream: VideoStream, name: str, count_packe
     for packet in _demuxed_packets(container, stream, name):
         if packet is None:
             break
+        if packet.size and first_key is None and packet.is_keyframe:
+            first_key = len(pts)
         if packet.size and not packet.is_discard:
             pts.append(packet.pts)
             key.append(packet.is_keyframe)
@@ -711,8 +756,27 @@ def _scan(container: InputContainer, stream: VideoStream, name: str, count_packe
             # broken MPEG-TS continuity counter, usually still decode, with errors concealed: they count.)
             pts.pop()
             key.pop()
-        scan.index_packets(pts, key, name)
+        keep = _decodable_packets(pts, first_key or 0, first_frame.pts)
+        if len(keep) < len(pts):
+            logger.info(f"{name}: the stream starts in a keyframe group; skipping {len(pts) - len(keep)} frames")
+        scan.index_packets([pts[i] for i in keep], [key[i] for i in keep], name)
     return scan
+
+
+def _decodable_packets(pts: list[int | None], first_key: int, first_pts: int | None) -> list[int]:
+    """Positions (decode order) of the packets whose frames a decoder outputs, from a stream's start.
+
+    A stream cut in the middle of a keyframe group (an MPEG-TS segment, a cut by stream copy) starts with packets
+    whose reference frames are missing, and so do the leading pictures of its first keyframe in an open keyframe
+    group (decoded after the keyframe, presented before it). Decoders output nothing for them (H.264 and HEVC wait
+    for the keyframe), or garbage (some MPEG-4 decoders). With timestamps, the packets near the start presented
+    before the first frame the decoder output (``first_pts``) are the ones it dropped; without, the packets before
+    the first keyframe packet (``first_key``) are left out.
+    """
+    if first_pts is None or any(value is None for value in pts):
+        return list(range(first_key, len(pts)))
+    window = first_key + _MAX_REORDER
+    return [i for i, value in enumerate(pts) if i >= window or value >= first_pts]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -729,8 +793,12 @@ class _Reader:
         # PyAV scales the stored (unrotated) frame; quarter turns swap its sides.
         self.scaled = (self.height, self.width) if scan.ccw_quarter_turns % 2 else (self.width, self.height)
 
-    def read(self, indices: list[int], strategy: Strategy, raise_on_short: bool = True) -> np.ndarray:
-        """`(len(indices), H, W, 3)` uint8 frames; see :func:`read_frames` for the strategies."""
+    def read(self, indices: list[int], strategy: Strategy, census: bool = False) -> np.ndarray:
+        """`(len(indices), H, W, 3)` uint8 frames; see :func:`read_frames` for the strategies.
+
+        A requested frame that does not decode raises a :class:`VideoDecodeError`, or with ``census`` a
+        :class:`_FramesLostError` listing every frame that decodes (the stream is then decoded to its end).
+        """
         output = np.empty((len(indices), self.height, self.width, 3), dtype=np.uint8)
         if not indices:
             return output
@@ -750,14 +818,17 @@ class _Reader:
                     return output
                 except _IndexMismatchError as mismatch:
                     logger.warning(f"{self.opened.name}: {mismatch}; reading sequentially instead")
-            self._read_sequential(slots, output)
-        except _StreamEndedError as ended:
-            if raise_on_short:
-                raise VideoDecodeError(
-                    f"{self.opened.name}: the stream ends after {ended.decoded} decodable frames, before frame "
-                    f"{max(slots)} (the file is truncated or damaged)"
-                ) from None
-            raise
+            if self.scan.trusted:
+                try:
+                    self._read_by_timestamp(slots, output, census)
+                    return output
+                except _IndexMismatchError as mismatch:
+                    logger.warning(f"{self.opened.name}: {mismatch}; counting frames instead")
+            self._read_counting(slots, output)
+        except _FramesLostError as lost:
+            if census:
+                raise
+            raise VideoDecodeError(f"{self.opened.name}: {lost.reason} (the file is truncated or damaged)") from None
         return output
 
     def _store(self, frame: VideoFrame, index: int, slots: dict[int, list[int]], output: np.ndarray) -> None:
@@ -768,7 +839,41 @@ class _Reader:
         for slot in slots[index]:
             output[slot] = rgb
 
-    def _read_sequential(self, slots: dict[int, list[int]], output: np.ndarray) -> None:
+    def _read_by_timestamp(self, slots: dict[int, list[int]], output: np.ndarray, census: bool) -> None:
+        """One pass from the start that identifies decoded frames by their timestamps.
+
+        Frames that do not decode (damaged packets, a truncated end) leave gaps, and the frames after them keep
+        their indices, as when seeking past the damage. A timestamp the index lacks, or one that goes backwards, means
+        the index does not describe the frames: :class:`_IndexMismatchError`.
+        """
+        scan, name = self.scan, self.opened.name
+        last = max(slots)
+        decoded = np.zeros(scan.num_frames, dtype=bool)
+        previous = -1
+        reached_end = True
+        with self.opened.open() as container:
+            stream = _video_stream(container, name)
+            for frame in _decoded_frames(container, stream, name):
+                index = scan.frame_of(frame.pts)
+                if index is None:
+                    raise _IndexMismatchError(f"decoded a frame with timestamp {frame.pts} that the index lacks")
+                if index <= previous:
+                    raise _IndexMismatchError(f"decoded frame {index} after frame {previous}")
+                if index in slots:
+                    self._store(frame, index, slots, output)
+                decoded[index] = True
+                # Past the last target, stop unless a census of the frames that decode is wanted after a loss.
+                if index >= last and previous < last and not (census and not all(decoded[t] for t in slots)):
+                    reached_end = False
+                    break
+                previous = index
+        lost = [target for target in sorted(slots) if not decoded[target]]
+        if lost:
+            reason = f"frame {lost[0]} of {scan.num_frames} does not decode"
+            raise _FramesLostError(reason, np.flatnonzero(decoded) if reached_end else None)
+
+    def _read_counting(self, slots: dict[int, list[int]], output: np.ndarray) -> None:
+        """One pass from the start in which the ``i``-th decoded frame is frame ``i``."""
         last = max(slots)
         index = -1
         with self.opened.open() as container:
@@ -778,7 +883,8 @@ class _Reader:
                     self._store(frame, index, slots, output)
                 if index == last:
                     return
-        raise _StreamEndedError(index + 1)
+        reason = f"the stream ends after {index + 1} decodable frames, before frame {last}"
+        raise _FramesLostError(reason, np.arange(index + 1))
 
     def _read_seeking(self, slots: dict[int, list[int]], output: np.ndarray, seek_cost: int) -> None:
         from av.video.frame import PictureType
