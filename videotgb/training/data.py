@@ -1,0 +1,235 @@
+"""Streaming training data: shard files -> decoded examples -> batches for `VideoTGBForConditionalGeneration`.
+
+Records follow the shard schema of `videotgb data build` (docs/data.md): `id`, `source`, `kind` (`video`, `image`
+or `text`), `question`, `answer`, `media` (bytes, or null for text) and optionally `span_targets` (the pseudo span
+as two ratios of the video in [0, 1]). Decoding runs inside the iterable dataset, hence in the data loader's worker
+processes: a video's candidate frames and flow-frame pairs are read with `video_io` from the bytes, an image with
+PIL. A record that cannot be used (missing or undecodable media, a malformed field) is skipped, never replaced; the
+number skipped per reason travels with the next good example (`skipped`, a JSON object), so that the counts reach
+the training loop from any worker, and `VideoTGBCollator` sums them per batch. Not part of a checkpoint's remote
+code.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
+
+KINDS = ("video", "image", "text")
+EXAMPLE_COLUMNS = (
+    "id",
+    "kind",
+    "question",
+    "answer",
+    "candidate_indices",
+    "candidate_frames",
+    "candidate_timestamps",
+    "flow_indices",
+    "flow_frames",
+    "flow_next_frames",
+    "image",
+    "span_targets",
+    "skipped",
+)
+
+
+class BadRecordError(ValueError):
+    """A record that cannot be trained on; `reason` is the key it is counted under."""
+
+    def __init__(self, record_id: Any, reason: str, detail: str):
+        super().__init__(f"record {record_id!r}: {detail}")
+        self.reason = reason
+
+
+def _text_field(record: dict, field: str, record_id: Any) -> str:
+    value = record.get(field)
+    if not isinstance(value, str) or not value.strip():
+        raise BadRecordError(
+            record_id, "malformed_record", f"field {field!r} must be a non-empty string, got {value!r}"
+        )
+    return value
+
+
+def _span_targets(record: dict, record_id: Any) -> list[float]:
+    value = record.get("span_targets")
+    if value is None:
+        return [math.nan, math.nan]
+    if not isinstance(value, Sequence) or len(value) != 2 or not all(isinstance(v, (int, float)) for v in value):
+        raise BadRecordError(record_id, "malformed_record", f"span_targets must be two ratios, got {value!r}")
+    start, end = (float(v) for v in value)
+    if not (0 <= start <= end <= 1):
+        raise BadRecordError(
+            record_id, "malformed_record", f"span_targets must satisfy 0 <= start <= end <= 1, got {value!r}"
+        )
+    return [start, end]
+
+
+def decode_record(record: dict, processor) -> dict:
+    """One shard record -> one example with decoded frames (the columns of `EXAMPLE_COLUMNS`).
+
+    Raises BadRecordError (with the record's id and a `reason`) for anything that cannot be trained on.
+    """
+    from .. import video_io
+
+    record_id = record.get("id")
+    kind = record.get("kind")
+    if kind not in KINDS:
+        raise BadRecordError(record_id, "malformed_record", f"kind must be one of {KINDS}, got {kind!r}")
+    example = {column: None for column in EXAMPLE_COLUMNS}
+    example.update(
+        id=str(record_id),
+        kind=kind,
+        question=_text_field(record, "question", record_id),
+        answer=_text_field(record, "answer", record_id),
+        span_targets=_span_targets(record, record_id),
+    )
+    if kind == "text":
+        return example
+    media = record.get("media")
+    if not isinstance(media, (bytes, bytearray)) or not media:
+        raise BadRecordError(record_id, f"missing_{kind}", f"the {kind} record has no media bytes")
+    if kind == "image":
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(io.BytesIO(media)) as image:
+                example["image"] = np.asarray(image.convert("RGB"))
+        except (UnidentifiedImageError, OSError, ValueError) as error:
+            raise BadRecordError(record_id, "undecodable_image", f"the image does not decode ({error})") from None
+        return example
+    try:
+        clip = processor.load_video(bytes(media), name=f"record {record_id!r}")
+    except video_io.VideoDecodeError as error:
+        raise BadRecordError(record_id, "undecodable_video", str(error)) from None
+    example.update(
+        candidate_indices=np.asarray(clip.candidate_indices),
+        candidate_frames=clip.candidate_frames,
+        candidate_timestamps=np.asarray(clip.candidate_timestamps, dtype=np.float64),
+        flow_indices=np.asarray(clip.flow_indices),
+        flow_frames=clip.flow_frames,
+        flow_next_frames=clip.flow_next_frames,
+    )
+    return example
+
+
+class SkippingDecoder:
+    """A batched `IterableDataset.map` function: decodes records, drops the bad ones and attaches the per-reason
+    counts of the records dropped since the last good one to that good example (`skipped`, JSON).
+
+    Each data-loader worker holds its own copy; counts pending when a worker's stream ends are logged there.
+    """
+
+    def __init__(self, processor):
+        self.processor = processor
+        self.pending: Counter[str] = Counter()
+
+    def __call__(self, records: dict[str, list]) -> dict[str, list]:
+        output: dict[str, list] = {column: [] for column in EXAMPLE_COLUMNS}
+        size = len(next(iter(records.values()))) if records else 0
+        for row in range(size):
+            record = {key: values[row] for key, values in records.items()}
+            try:
+                example = decode_record(record, self.processor)
+            except BadRecordError as error:
+                self.pending[error.reason] += 1
+                logger.warning("skipping %s (%s)", error, error.reason)
+                continue
+            example["skipped"] = json.dumps(dict(self.pending), sort_keys=True)
+            self.pending.clear()
+            for column in EXAMPLE_COLUMNS:
+                output[column].append(example[column])
+        return output
+
+    def __del__(self):
+        if self.pending:
+            logger.warning("records skipped after the last good example of this stream: %s", dict(self.pending))
+
+
+def load_shards(
+    data_files: str | Sequence[str],
+    processor,
+    shuffle_buffer: int = 0,
+    seed: int = 0,
+    file_format: str = "parquet",
+):
+    """Stream shard files (local paths, globs or fsspec URLs such as `hf://datasets/...`) as decoded examples.
+
+    Args:
+        data_files: the shard files.
+        processor: the `VideoTGBProcessor` whose frame and flow settings decode the videos.
+        shuffle_buffer: with a positive value, shards are shuffled and examples drawn from a buffer of that size
+            (`seed` makes it repeatable); 0 keeps the order of the shards.
+        file_format: `"parquet"` or `"webdataset"`.
+
+    Returns:
+        A `datasets.IterableDataset` of decoded examples; each data-loader worker reads its own shards.
+    """
+    import datasets
+
+    if file_format not in ("parquet", "webdataset"):
+        raise ValueError(f"file_format must be 'parquet' or 'webdataset', got {file_format!r}")
+    files = [data_files] if isinstance(data_files, str) else list(data_files)
+    if not files:
+        raise ValueError("no shard files given")
+    stream = datasets.load_dataset(file_format, data_files=files, split="train", streaming=True)
+    if shuffle_buffer > 0:
+        stream = stream.shuffle(seed=seed, buffer_size=shuffle_buffer)
+    return stream.map(SkippingDecoder(processor), batched=True, batch_size=1, remove_columns=stream.column_names)
+
+
+class VideoTGBCollator:
+    """Decoded examples -> a training batch from `VideoTGBProcessor` (answers as labels, flow computed here, in the
+    worker), plus `span_targets` `(batch, 2)` (NaN rows for examples without a pseudo span) and `skipped`, the
+    per-reason counts of the records dropped before these examples."""
+
+    def __init__(self, processor):
+        self.processor = processor
+
+    def __call__(self, examples: list[dict]) -> dict:
+        from ..video_io import VideoClip
+
+        videos, images = [], []
+        for example in examples:
+            clip = None
+            if example["kind"] == "video":
+                clip = VideoClip(
+                    metadata=None,
+                    candidate_indices=list(example["candidate_indices"]),
+                    candidate_frames=np.array(example["candidate_frames"], dtype=np.uint8),
+                    candidate_timestamps=np.asarray(example["candidate_timestamps"], dtype=np.float64),
+                    flow_indices=list(example["flow_indices"]),
+                    flow_frames=np.asarray(example["flow_frames"], dtype=np.uint8),
+                    flow_next_frames=np.asarray(example["flow_next_frames"], dtype=np.uint8),
+                    flow_timestamps=np.full(len(example["flow_indices"]), np.nan),
+                )
+            videos.append(clip)
+            images.append(None if example["image"] is None else np.array(example["image"], dtype=np.uint8))
+        batch = dict(
+            self.processor(
+                [example["question"] for example in examples],
+                videos=videos,
+                images=images,
+                answers=[example["answer"] for example in examples],
+            )
+        )
+        batch["span_targets"] = torch.tensor(
+            [list(example["span_targets"]) for example in examples], dtype=torch.float
+        )
+        skipped: Counter[str] = Counter()
+        for example in examples:
+            skipped.update(json.loads(example["skipped"] or "{}"))
+        batch["skipped"] = dict(skipped)
+        return batch
+
+
+__all__ = ["BadRecordError", "SkippingDecoder", "VideoTGBCollator", "decode_record", "load_shards"]
