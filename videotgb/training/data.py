@@ -26,6 +26,7 @@ from transformers.utils import logging
 logger = logging.get_logger(__name__)
 
 KINDS = ("video", "image", "text")
+SKIP_REASONS = ("malformed_record", "missing_video", "missing_image", "undecodable_video", "undecodable_image")
 EXAMPLE_COLUMNS = (
     "id",
     "kind",
@@ -232,4 +233,4 @@ class VideoTGBCollator:
         return batch
 
 
-__all__ = ["BadRecordError", "SkippingDecoder", "VideoTGBCollator", "decode_record", "load_shards"]
+__all__ = ["SKIP_REASONS", "BadRecordError", "SkippingDecoder", "VideoTGBCollator", "decode_record", "load_shards"]

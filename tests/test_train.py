@@ -1,0 +1,257 @@
+"""`videotgb-train` end to end on a CPU: shards written in the test from videos it encodes, a real Trainer run per
+stage, frozen parameters bit-identical, the checkpoint loading and answering; bad flags refused before any work."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import BLOCK_OPTIONAL_IMPORTS, make_processor, real_vocab_model, run_fresh_python
+from safetensors.torch import load_file
+from shards import png_bytes, record, video_bytes, write_shards
+
+from videotgb.train import main
+
+COMMON = ["--max_steps", "6", "--per_device_train_batch_size", "2", "--logging_steps", "1", "--shuffle_buffer", "0"]
+COMMON += ["--use_cpu", "--save_strategy", "no", "--dataloader_num_workers", "0", "--seed", "0"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, llama_tokenizer_path, minilm_path):
+    folder = tmp_path_factory.mktemp("start")
+    real_vocab_model("llama").save_pretrained(folder)
+    make_processor(llama_tokenizer_path, minilm_path).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def video_shards(tmp_path_factory):
+    """The same two good videos again and again (so the loss must fall), one corrupt record, one without media."""
+    good = [
+        record("v1", "video", video_bytes(40), question="Where does it go?", answer="right", span_targets=[0.1, 0.3]),
+        record(
+            "v2",
+            "video",
+            video_bytes(20, (0, 1)),
+            question="Where does it go?",
+            answer="down",
+            span_targets=[0.6, 0.9],
+        ),
+    ]
+    bad = [record("corrupt", "video", b"\x00garbage"), record("empty", "video", None)]
+    shard = good * 2 + bad[:1] + good + bad[1:] + good * 8  # both bad records come within the 12 examples read
+    return write_shards(tmp_path_factory.mktemp("shards"), [shard, good * 6])
+
+
+@pytest.fixture(scope="module")
+def mixed_shards(tmp_path_factory):
+    records = [
+        record("v1", "video", video_bytes(40), answer="a square moving right"),
+        record("i1", "image", png_bytes(1), question="What is shown?", answer="noise"),
+        record("t1", "text", question="Say hello", answer="hello"),
+    ]
+    return write_shards(tmp_path_factory.mktemp("mixed"), [records * 6, records * 6])
+
+
+def run_stage(stage, checkpoint, shards, output, *extra):
+    status = main(
+        ["--stage", stage, "--model", str(checkpoint), "--train_files", *shards, "--output_dir", str(output)]
+        + COMMON
+        + list(extra)
+    )
+    assert status == 0
+    return json.loads((output / "trainer_state.json").read_text())["log_history"]
+
+
+def changed_parameters(before_folder: Path, after_folder: Path) -> set[str]:
+    before, after = load_file(before_folder / "model.safetensors"), load_file(after_folder / "model.safetensors")
+    assert before.keys() == after.keys()
+    return {key for key in before if not torch.equal(before[key], after[key])}
+
+
+def test_grounding_trains_the_bridge_only_and_counts_the_skipped_records(checkpoint, video_shards, tmp_path):
+    history = run_stage("grounding", checkpoint, video_shards, tmp_path / "out", "--learning_rate", "1e-3")
+    steps = [entry for entry in history if "loss" in entry]
+    assert len(steps) == 6 and all("span_loss" in entry for entry in steps)
+    assert steps[-1]["loss"] < steps[0]["loss"]
+    last = steps[-1]
+    assert last["skipped_undecodable_video"] == 1 and last["skipped_missing_video"] == 1
+    changed = changed_parameters(checkpoint, tmp_path / "out")
+    assert changed and all(key.startswith("bridge.") for key in changed)
+    assert not any("rotary" in key for key in changed)
+
+
+def test_instruct_trains_the_qformer_side_on_video_image_and_text(checkpoint, mixed_shards, tmp_path):
+    # batches of 3: every batch is the same video, image and text-only sample
+    extra = ["--learning_rate", "1e-3", "--per_device_train_batch_size", "3"]
+    history = run_stage("instruct", checkpoint, mixed_shards, tmp_path / "out", *extra)
+    steps = [entry for entry in history if "loss" in entry]
+    assert steps[-1]["loss"] < steps[0]["loss"] and all("lm_loss" in entry for entry in steps)
+    changed = {key.split(".")[0] for key in changed_parameters(checkpoint, tmp_path / "out")}
+    assert changed == {"qformer", "query_tokens", "language_projection"}
+
+
+ANSWER = textwrap.dedent(
+    """
+    import sys
+    import torch
+    from transformers import AutoModel, AutoProcessor
+
+    folder = sys.argv[1]
+    model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+    processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+    frames = torch.randint(0, 255, (12, 40, 40, 3), dtype=torch.uint8).numpy()
+    out = model.generate(**processor(["Where does it go?"], videos=[frames]), max_new_tokens=3, do_sample=False)
+    assert out.shape == (1, 3), out.shape
+    print("ok")
+    """
+)
+
+
+@pytest.mark.slow
+def test_a_trained_checkpoint_loads_with_remote_code_and_answers(checkpoint, video_shards, tmp_path):
+    run_stage("grounding", checkpoint, video_shards, tmp_path / "out")
+    result = run_fresh_python(
+        BLOCK_OPTIONAL_IMPORTS.replace('"av", "cv2", ', "") + ANSWER, str(tmp_path / "out"), tmp_path=tmp_path
+    )
+    assert "ok" in result.stdout
+
+
+@pytest.mark.slow
+def test_the_console_script_and_module_entry_points(tmp_path):
+    for command in ([str(Path(sys.executable).with_name("videotgb-train"))], [sys.executable, "-m", "videotgb.train"]):
+        result = subprocess.run(
+            [*command, "--help"], capture_output=True, text=True, timeout=120, env=dict(os.environ)
+        )
+        assert result.returncode == 0 and "--stage" in result.stdout and "--deepspeed" in result.stdout
+
+
+class TestBadFlagsAreRefusedBeforeAnyWork:
+    def call(self, capsys, *argv):
+        status = main(list(argv))
+        return status, capsys.readouterr().err
+
+    def test_unknown_stage(self, capsys, checkpoint, video_shards, tmp_path):
+        status, err = self.call(
+            capsys,
+            "--stage",
+            "pretrain",
+            "--model",
+            str(checkpoint),
+            "--train_files",
+            *video_shards,
+            "--output_dir",
+            str(tmp_path / "o"),
+            "--max_steps",
+            "1",
+        )
+        assert status == 2 and "--stage must be one of" in err
+
+    def test_no_shards(self, capsys, checkpoint, tmp_path):
+        status, err = self.call(
+            capsys,
+            "--stage",
+            "instruct",
+            "--model",
+            str(checkpoint),
+            "--train_files",
+            str(tmp_path / "none-*.parquet"),
+            "--output_dir",
+            str(tmp_path / "o"),
+            "--max_steps",
+            "1",
+        )
+        assert status == 2 and "no shard files match" in err
+
+    def test_a_deepspeed_file_that_does_not_parse(self, capsys, checkpoint, video_shards, tmp_path):
+        broken = tmp_path / "ds.json"
+        broken.write_text("{")
+        status, err = self.call(
+            capsys,
+            "--stage",
+            "instruct",
+            "--model",
+            str(checkpoint),
+            "--train_files",
+            *video_shards,
+            "--output_dir",
+            str(tmp_path / "o"),
+            "--max_steps",
+            "1",
+            "--deepspeed",
+            str(broken),
+        )
+        assert status == 2 and "--deepspeed" in err and "not a readable JSON file" in err
+
+    def test_lora_flags_on_a_stage_without_lora(self, capsys, checkpoint, video_shards, tmp_path):
+        status, err = self.call(
+            capsys,
+            "--stage",
+            "instruct",
+            "--model",
+            str(checkpoint),
+            "--train_files",
+            *video_shards,
+            "--output_dir",
+            str(tmp_path / "o"),
+            "--max_steps",
+            "1",
+            "--lora_r",
+            "4",
+        )
+        assert status == 2 and "--lora_r given, but --stage instruct trains no LoRA" in err
+
+    def test_vlm_without_bert(self, capsys, video_shards, tmp_path):
+        status, err = self.call(
+            capsys,
+            "--stage",
+            "instruct",
+            "--vlm",
+            str(tmp_path),
+            "--train_files",
+            *video_shards,
+            "--output_dir",
+            str(tmp_path / "o"),
+            "--max_steps",
+            "1",
+        )
+        assert status == 2 and "--bert is required" in err
+
+    def test_an_output_dir_with_files_is_not_overwritten(self, capsys, checkpoint, video_shards, tmp_path):
+        output = tmp_path / "o"
+        output.mkdir()
+        (output / "keep.txt").write_text("mine")
+        status, err = self.call(
+            capsys,
+            "--stage",
+            "instruct",
+            "--model",
+            str(checkpoint),
+            "--train_files",
+            *video_shards,
+            "--output_dir",
+            str(output),
+            "--max_steps",
+            "1",
+        )
+        assert status == 2 and "already holds files" in err and (output / "keep.txt").read_text() == "mine"
+
+    def test_missing_max_steps(self, capsys, checkpoint, video_shards, tmp_path):
+        status, err = self.call(
+            capsys,
+            "--stage",
+            "instruct",
+            "--model",
+            str(checkpoint),
+            "--train_files",
+            *video_shards,
+            "--output_dir",
+            str(tmp_path / "o"),
+        )
+        assert status == 2 and "--max_steps is required" in err

@@ -1,0 +1,239 @@
+"""`videotgb-train`: train a VideoTGB stage with `transformers.Trainer` on streamed shards.
+
+    videotgb-train --stage instruct --model CHECKPOINT --train_files 'shards/*.parquet' --output_dir out --max_steps 1000
+    torchrun --nproc_per_node 8 -m videotgb.train --stage instruct --deepspeed zero2 ...
+    deepspeed --module videotgb.train --stage instruct --deepspeed zero3 ...
+
+Arguments are those of `ModelArguments`, `DataArguments` and `transformers.TrainingArguments` (`--help` lists all).
+The stage decides what trains (`videotgb.training.stages`). Defaults follow the paper: AdamW with betas
+(0.9, 0.98) and eps 1e-8, learning rate 5e-5, cosine schedule with 5 % warm-up stepped per optimiser step.
+Not part of a checkpoint's remote code.
+"""
+
+from __future__ import annotations
+
+import glob
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import HfArgumentParser, Trainer, TrainingArguments
+from transformers.utils import logging
+
+from .training.data import SKIP_REASONS, VideoTGBCollator, load_shards
+from .training.deepspeed import resolve_deepspeed_config
+from .training.stages import STAGES, LoraSettings, apply_stage, get_stage, grounding_loss
+
+logger = logging.get_logger(__name__)
+
+PAPER_DEFAULTS = {
+    "learning_rate": 5e-5,
+    "lr_scheduler_type": "cosine",
+    "warmup_steps": 0.05,
+    "adam_beta1": 0.9,
+    "adam_beta2": 0.98,
+    "adam_epsilon": 1e-8,
+    "remove_unused_columns": False,  # the collator builds the model's inputs from decoded examples
+    "report_to": "none",
+}
+
+
+@dataclass
+class ModelArguments:
+    stage: str = field(metadata={"help": f"training stage: {', '.join(STAGES)}"})
+    model: str | None = field(default=None, metadata={"help": "VideoTGB checkpoint folder or Hub id to train"})
+    vlm: str | None = field(
+        default=None, metadata={"help": "start from this BLIP-2 / InstructBLIP folder or Hub id (with --bert)"}
+    )
+    bert: str | None = field(default=None, metadata={"help": "BERT folder or Hub id for the bridge (with --vlm)"})
+    lora_r: int | None = field(default=None, metadata={"help": "LoRA rank (instruct_lora; default 8)"})
+    lora_alpha: int | None = field(default=None, metadata={"help": "LoRA alpha (instruct_lora; default 32)"})
+    lora_dropout: float | None = field(default=None, metadata={"help": "LoRA dropout (instruct_lora; default 0.1)"})
+    lora_target_modules: str | None = field(
+        default=None, metadata={"help": "regex of the LM modules that get LoRA (default: query and value projections)"}
+    )
+    overwrite: bool = field(default=False, metadata={"help": "train into an --output_dir that already holds files"})
+
+
+@dataclass
+class DataArguments:
+    train_files: list[str] = field(
+        default_factory=list, metadata={"help": "shard files or globs (local paths or fsspec URLs)"}
+    )
+    file_format: str = field(default="parquet", metadata={"help": "parquet or webdataset"})
+    shuffle_buffer: int = field(default=1000, metadata={"help": "examples in the shuffle buffer (0: no shuffling)"})
+
+
+class TrainingSetupError(ValueError):
+    """A flag or input that makes training impossible, found before any work starts."""
+
+
+def expand_files(patterns: list[str]) -> list[str]:
+    """Local globs expanded (sorted), URLs kept; TrainingSetupError when nothing is given or a local pattern matches
+    no file."""
+    if not patterns:
+        raise TrainingSetupError("--train_files: no shard files given")
+    files = []
+    for pattern in patterns:
+        if "://" in pattern:
+            files.append(pattern)
+            continue
+        matches = sorted(glob.glob(pattern))
+        if not matches:
+            raise TrainingSetupError(f"--train_files {pattern}: no shard files match")
+        files.extend(matches)
+    return files
+
+
+def lora_settings(arguments: ModelArguments) -> LoraSettings | None:
+    given = {
+        name: getattr(arguments, f"lora_{name}")
+        for name in ("r", "alpha", "dropout", "target_modules")
+        if getattr(arguments, f"lora_{name}") is not None
+    }
+    if given and arguments.stage != "instruct_lora":
+        flags = ", ".join(f"--lora_{name}" for name in given)
+        raise TrainingSetupError(f"{flags} given, but --stage {arguments.stage} trains no LoRA (use instruct_lora)")
+    return LoraSettings(**given) if given else None
+
+
+def check_output_dir(training_args: TrainingArguments, arguments: ModelArguments) -> None:
+    output = Path(training_args.output_dir)
+    if output.is_dir() and any(output.iterdir()) and not (arguments.overwrite or training_args.resume_from_checkpoint):
+        raise TrainingSetupError(
+            f"--output_dir {output} already holds files; pass --resume_from_checkpoint to continue, or --overwrite"
+        )
+
+
+def load_model_and_processor(arguments: ModelArguments, dtype: torch.dtype):
+    from .modeling_videotgb import VideoTGBForConditionalGeneration
+    from .processing_videotgb import VideoTGBProcessor
+
+    if arguments.model and (arguments.vlm or arguments.bert):
+        raise TrainingSetupError("give either --model or --vlm with --bert, not both")
+    if arguments.model:
+        model = VideoTGBForConditionalGeneration.from_pretrained(arguments.model, dtype=dtype)
+        return model, VideoTGBProcessor.from_pretrained(arguments.model)
+    if not (arguments.vlm and arguments.bert):
+        missing = "--bert" if arguments.vlm else "--vlm" if arguments.bert else "--model (or --vlm with --bert)"
+        raise TrainingSetupError(f"{missing} is required")
+    model = VideoTGBForConditionalGeneration.from_blip_and_bert(
+        arguments.vlm, arguments.bert, bridge_overrides={"flow_estimator": "dis"}, dtype=dtype
+    )
+    return model, VideoTGBProcessor.from_blip_and_bert(arguments.vlm, arguments.bert, model.config)
+
+
+class VideoTGBTrainer(Trainer):
+    """`Trainer` with the stage's loss, and the skipped-record counts and loss terms in the logs."""
+
+    def __init__(self, *args, stage, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.stage = stage
+        self.skipped: Counter[str] = Counter()
+        self.terms: dict[str, list[float]] = {"lm_loss": [], "span_loss": []}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        self.skipped.update(inputs.pop("skipped", {}))
+        span_targets = inputs.pop("span_targets", None)
+        if self.stage.span_loss is None:
+            span_targets = None
+        if not self.stage.lm_loss:
+            if "flow" not in inputs:
+                raise ValueError("the grounding stage trains on videos with span_targets; this batch has no video")
+            loss = grounding_loss(
+                model,
+                inputs["flow"],
+                inputs["flow_mask"],
+                inputs["bridge_input_ids"],
+                inputs["bridge_attention_mask"],
+                span_targets,
+            )
+            self.terms["span_loss"].append(loss.detach().item())
+            return (loss, {"loss": loss}) if return_outputs else loss
+        outputs = model(**inputs, span_targets=span_targets)
+        for name in self.terms:
+            if outputs.get(name) is not None:
+                self.terms[name].append(outputs[name].detach().item())
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def log(self, logs: dict, start_time: float | None = None) -> None:
+        for name, values in self.terms.items():
+            if values and "loss" in logs:
+                logs[name] = sum(values) / len(values)
+                values.clear()
+        counts = torch.tensor([self.skipped[reason] for reason in SKIP_REASONS], device=self.args.device)
+        totals = self.accelerator.reduce(counts, reduction="sum") if self.accelerator.num_processes > 1 else counts
+        for reason, total in zip(SKIP_REASONS, totals.tolist(), strict=True):
+            logs[f"skipped_{reason}"] = int(total)
+        super().log(logs, start_time)
+
+
+def build_parser() -> HfArgumentParser:
+    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments), description=__doc__)
+    parser.set_defaults(**PAPER_DEFAULTS)
+    return parser
+
+
+def _resolve_deepspeed_flag(argv: list[str]) -> list[str]:
+    """`--deepspeed NAME` becomes the shipped file's path before TrainingArguments reads it."""
+    argv = list(argv)
+    for index, value in enumerate(argv):
+        if value == "--deepspeed" and index + 1 < len(argv):
+            argv[index + 1] = resolve_deepspeed_config(argv[index + 1])
+        elif value.startswith("--deepspeed="):
+            argv[index] = "--deepspeed=" + resolve_deepspeed_config(value.split("=", 1)[1])
+    return argv
+
+
+def train(argv: list[str] | None = None) -> Path:
+    """Parse the arguments, check them, train, and save model + processor into `--output_dir`; return it."""
+    argv = _resolve_deepspeed_flag(sys.argv[1:] if argv is None else argv)
+    model_args, data_args, training_args = build_parser().parse_args_into_dataclasses(argv)
+    stage_name = model_args.stage
+    lora = lora_settings(model_args)
+    files = expand_files(data_args.train_files)
+    if training_args.max_steps is None or training_args.max_steps <= 0:
+        raise TrainingSetupError("--max_steps is required: streamed shards have no length")
+    check_output_dir(training_args, model_args)
+
+    dtype = torch.bfloat16 if training_args.bf16 else torch.float16 if training_args.fp16 else torch.float32
+    model, processor = load_model_and_processor(model_args, dtype)
+    stage = get_stage(stage_name, seq2seq=not model.config.use_decoder_only_language_model)
+    if stage.span_loss == "online" or stage.lora:
+        raise TrainingSetupError(
+            f"--stage {stage.name} is not available in videotgb-train yet (grounding and instruct are); "
+            "videotgb.training.apply_stage prepares its model"
+        )
+    processor.check_model_config(model.config)
+    trained = apply_stage(model, stage, lora)
+    dataset = load_shards(files, processor, data_args.shuffle_buffer, training_args.seed, data_args.file_format)
+    trainer = VideoTGBTrainer(
+        model=trained,
+        args=training_args,
+        train_dataset=dataset,
+        data_collator=VideoTGBCollator(processor),
+        processing_class=processor,
+        stage=stage,
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model(training_args.output_dir)
+    trainer.save_state()  # trainer_state.json: the logged losses and skipped-record counts
+    processor.save_pretrained(training_args.output_dir)
+    return Path(training_args.output_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .optical_flow import FlowDependencyError
+
+    try:
+        train(argv)
+    except (ValueError, OSError, FlowDependencyError) as error:  # our checks: flags, files, configs, dependencies
+        print(f"videotgb-train: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
