@@ -97,6 +97,15 @@ def test_instruct_trains_the_qformer_side_on_video_image_and_text(checkpoint, mi
     assert changed == {"qformer", "query_tokens", "language_projection"}
 
 
+def test_self_refine_makes_pseudo_spans_online_and_trains_bridge_and_qformer_side(checkpoint, video_shards, tmp_path):
+    extra = ["--learning_rate", "1e-3", "--max_steps", "3", "--pseudo_span_max_new_tokens", "3"]
+    history = run_stage("self_refine", checkpoint, video_shards, tmp_path / "out", *extra)
+    steps = [entry for entry in history if "loss" in entry]
+    assert len(steps) == 3 and all("lm_loss" in entry and "span_loss" in entry for entry in steps)
+    changed = {key.split(".")[0] for key in changed_parameters(checkpoint, tmp_path / "out")}
+    assert changed == {"bridge", "qformer", "query_tokens", "language_projection"}
+
+
 ANSWER = textwrap.dedent(
     """
     import sys

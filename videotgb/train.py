@@ -54,6 +54,12 @@ class ModelArguments:
     lora_target_modules: str | None = field(
         default=None, metadata={"help": "regex of the LM modules that get LoRA (default: query and value projections)"}
     )
+    pseudo_span_max_new_tokens: int = field(
+        default=128, metadata={"help": "self_refine: most tokens of each per-frame answer that scores a frame"}
+    )
+    pseudo_span_subtract_min: bool = field(
+        default=False, metadata={"help": "self_refine: subtract the lowest frame score before the largest rectangle"}
+    )
     overwrite: bool = field(default=False, metadata={"help": "train into an --output_dir that already holds files"})
 
 
@@ -128,17 +134,21 @@ def load_model_and_processor(arguments: ModelArguments, dtype: torch.dtype):
 class VideoTGBTrainer(Trainer):
     """`Trainer` with the stage's loss, and the skipped-record counts and loss terms in the logs."""
 
-    def __init__(self, *args, stage, **kwargs):
+    def __init__(self, *args, stage, pseudo_span_kwargs: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.stage = stage
+        self.pseudo_span_kwargs = pseudo_span_kwargs or {}
         self.skipped: Counter[str] = Counter()
         self.terms: dict[str, list[float]] = {"lm_loss": [], "span_loss": []}
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         self.skipped.update(inputs.pop("skipped", {}))
         span_targets = inputs.pop("span_targets", None)
+        pseudo_span_inputs = inputs.pop("pseudo_span_inputs", None)
         if self.stage.span_loss is None:
             span_targets = None
+        elif self.stage.span_loss == "online":
+            span_targets = self.online_span_targets(model, pseudo_span_inputs, inputs["input_ids"].device)
         if not self.stage.lm_loss:
             if "flow" not in inputs:
                 raise ValueError("the grounding stage trains on videos with span_targets; this batch has no video")
@@ -157,6 +167,25 @@ class VideoTGBTrainer(Trainer):
             if outputs.get(name) is not None:
                 self.terms[name].append(outputs[name].detach().item())
         return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def online_span_targets(self, model, pseudo_span_inputs: dict, device: torch.device) -> torch.Tensor:
+        """Pseudo spans of the batch's videos made with the model as it is now (NaN rows for images and text)."""
+        from .pseudo_spans import pseudo_spans_from_model
+
+        clips = pseudo_span_inputs["clips"]
+        rows = [row for row, clip in enumerate(clips) if clip is not None]
+        targets = torch.full((len(clips), 2), float("nan"), device=device)
+        if rows:
+            spans = pseudo_spans_from_model(
+                self.accelerator.unwrap_model(model),
+                self.processing_class,
+                [clips[row] for row in rows],
+                [pseudo_span_inputs["questions"][row] for row in rows],
+                [pseudo_span_inputs["answers"][row] for row in rows],
+                **self.pseudo_span_kwargs,
+            )
+            targets[rows] = torch.tensor(spans, dtype=targets.dtype, device=device)
+        return targets
 
     def log(self, logs: dict, start_time: float | None = None) -> None:
         for name, values in self.terms.items():
@@ -201,9 +230,9 @@ def train(argv: list[str] | None = None) -> Path:
     dtype = torch.bfloat16 if training_args.bf16 else torch.float16 if training_args.fp16 else torch.float32
     model, processor = load_model_and_processor(model_args, dtype)
     stage = get_stage(stage_name, seq2seq=not model.config.use_decoder_only_language_model)
-    if stage.span_loss == "online" or stage.lora:
+    if stage.lora:
         raise TrainingSetupError(
-            f"--stage {stage.name} is not available in videotgb-train yet (grounding and instruct are); "
+            f"--stage {stage.name} is not available in videotgb-train yet (grounding, self_refine and instruct are); "
             "videotgb.training.apply_stage prepares its model"
         )
     processor.check_model_config(model.config)
@@ -213,9 +242,13 @@ def train(argv: list[str] | None = None) -> Path:
         model=trained,
         args=training_args,
         train_dataset=dataset,
-        data_collator=VideoTGBCollator(processor),
+        data_collator=VideoTGBCollator(processor, keep_clips=stage.span_loss == "online"),
         processing_class=processor,
         stage=stage,
+        pseudo_span_kwargs={
+            "max_new_tokens": model_args.pseudo_span_max_new_tokens,
+            "subtract_min": model_args.pseudo_span_subtract_min,
+        },
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)

@@ -191,10 +191,12 @@ def load_shards(
 class VideoTGBCollator:
     """Decoded examples -> a training batch from `VideoTGBProcessor` (answers as labels, flow computed here, in the
     worker), plus `span_targets` `(batch, 2)` (NaN rows for examples without a pseudo span) and `skipped`, the
-    per-reason counts of the records dropped before these examples."""
+    per-reason counts of the records dropped before these examples. With `keep_clips`, `pseudo_span_inputs` holds
+    the decoded clips, questions and answers, from which self-refinement makes its pseudo spans."""
 
-    def __init__(self, processor):
+    def __init__(self, processor, keep_clips: bool = False):
         self.processor = processor
+        self.keep_clips = keep_clips
 
     def __call__(self, examples: list[dict]) -> dict:
         from ..video_io import VideoClip
@@ -230,6 +232,12 @@ class VideoTGBCollator:
         for example in examples:
             skipped.update(json.loads(example["skipped"] or "{}"))
         batch["skipped"] = dict(skipped)
+        if self.keep_clips:  # for pseudo spans made online (self-refinement): the frames as decoded, and the texts
+            batch["pseudo_span_inputs"] = {
+                "clips": videos,
+                "questions": [example["question"] for example in examples],
+                "answers": [example["answer"] for example in examples],
+            }
         return batch
 
 
