@@ -106,6 +106,50 @@ def test_self_refine_makes_pseudo_spans_online_and_trains_bridge_and_qformer_sid
     assert changed == {"bridge", "qformer", "query_tokens", "language_projection"}
 
 
+def test_instruct_lora_saves_a_merged_model_and_the_adapter(checkpoint, mixed_shards, tmp_path):
+    from peft import PeftModel
+
+    from videotgb import VideoTGBForConditionalGeneration
+
+    extra = ["--learning_rate", "1e-2", "--per_device_train_batch_size", "3", "--max_steps", "3", "--lora_r", "4"]
+    run_stage("instruct_lora", checkpoint, mixed_shards, tmp_path / "out", *extra)
+    changed = changed_parameters(checkpoint, tmp_path / "out")
+    assert {key.split(".")[0] for key in changed} == {
+        "qformer",
+        "query_tokens",
+        "language_projection",
+        "language_model",
+    }
+    assert all(
+        key.endswith(("q_proj.weight", "v_proj.weight")) for key in changed if key.startswith("language_model.")
+    )
+
+    adapter = tmp_path / "out" / "lora_adapter"
+    assert json.loads((adapter / "adapter_config.json").read_text())["r"] == 4
+    stage_weights = load_file(adapter / "stage_weights.safetensors")
+    assert {key.split(".")[0] for key in stage_weights} == {"qformer", "query_tokens", "language_projection"}
+    base = VideoTGBForConditionalGeneration.from_pretrained(checkpoint)
+    base.load_state_dict(stage_weights, strict=False)
+    with_adapter = PeftModel.from_pretrained(base, adapter).eval()
+    merged = VideoTGBForConditionalGeneration.from_pretrained(tmp_path / "out").eval()
+    batch = {key: torch.randint(3, 100, (1, 6)) if key == "input_ids" else None for key in ("input_ids",)}
+    with torch.no_grad():
+        torch.testing.assert_close(with_adapter(**batch).logits, merged(**batch).logits, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("stage", ["instruct", "instruct_lora"])
+def test_resuming_from_a_checkpoint_gives_the_uninterrupted_run_s_weights(checkpoint, mixed_shards, tmp_path, stage):
+    extra = ["--per_device_train_batch_size", "3", "--max_steps", "4", "--learning_rate", "1e-3"]
+    run_stage(stage, checkpoint, mixed_shards, tmp_path / "whole", *extra)
+    run_stage(
+        stage, checkpoint, mixed_shards, tmp_path / "first", *extra, "--save_strategy", "steps", "--save_steps", "2"
+    )
+    resumed = tmp_path / "resumed"
+    resume = ["--resume_from_checkpoint", str(tmp_path / "first" / "checkpoint-2")]
+    run_stage(stage, checkpoint, mixed_shards, resumed, *extra, *resume)
+    assert changed_parameters(tmp_path / "whole", resumed) == set()
+
+
 ANSWER = textwrap.dedent(
     """
     import sys

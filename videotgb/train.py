@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import HfArgumentParser, Trainer, TrainingArguments
+from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 from transformers.utils import logging
 
 from .training.data import SKIP_REASONS, VideoTGBCollator, load_shards
@@ -27,6 +27,9 @@ from .training.deepspeed import resolve_deepspeed_config
 from .training.stages import STAGES, LoraSettings, apply_stage, get_stage, grounding_loss
 
 logger = logging.get_logger(__name__)
+
+STAGE_WEIGHTS_NAME = "stage_weights.safetensors"  # beside a LoRA adapter: the stage's other trained weights
+LORA_ADAPTER_FOLDER = "lora_adapter"
 
 PAPER_DEFAULTS = {
     "learning_rate": 5e-5,
@@ -138,6 +141,7 @@ class VideoTGBTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.stage = stage
         self.pseudo_span_kwargs = pseudo_span_kwargs or {}
+        self.trainable_names = {name for name, parameter in self.model.named_parameters() if parameter.requires_grad}
         self.skipped: Counter[str] = Counter()
         self.terms: dict[str, list[float]] = {"lm_loss": [], "span_loss": []}
 
@@ -187,6 +191,48 @@ class VideoTGBTrainer(Trainer):
             targets[rows] = torch.tensor(spans, dtype=targets.dtype, device=device)
         return targets
 
+    # ---- LoRA stage: an adapter checkpoint saves only LoRA weights; keep the stage's other trained weights too ----
+
+    def _stage_weights(self) -> dict[str, torch.Tensor]:
+        """The trained parameters outside the LoRA adapter (Q-Former, query tokens, projection), by name in the
+        VideoTGB model."""
+        base = self.accelerator.unwrap_model(self.model).get_base_model()
+        return {
+            name: parameter.detach().contiguous().cpu()
+            for name, parameter in base.named_parameters()
+            if parameter.requires_grad and "lora_" not in name
+        }
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        super()._save(output_dir, state_dict)
+        if self.stage.lora:
+            from safetensors.torch import save_file
+
+            save_file(self._stage_weights(), str(Path(output_dir or self.args.output_dir) / STAGE_WEIGHTS_NAME))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        # peft's adapter loading marks only the adapter trainable: give the stage back what it trains
+        for name, parameter in self.model.named_parameters():
+            parameter.requires_grad_(name in self.trainable_names)
+        stage_weights = Path(resume_from_checkpoint) / STAGE_WEIGHTS_NAME
+        if self.stage.lora and stage_weights.is_file():
+            from safetensors.torch import load_file
+
+            base = self.accelerator.unwrap_model(model or self.model).get_base_model()
+            missing = set(load_file(stage_weights)) - set(dict(base.named_parameters()))
+            if missing:
+                raise ValueError(f"{stage_weights} names weights this model lacks, e.g. {sorted(missing)[:3]}")
+            base.load_state_dict(load_file(stage_weights), strict=False)
+
+    def save_lora_results(self, output_dir: str | Path) -> None:
+        """Write the adapter (+ the stage's other trained weights) to `output_dir/lora_adapter` and the merged
+        model, a plain VideoTGB checkpoint, to `output_dir`."""
+        output = Path(output_dir)
+        self._save(str(output / LORA_ADAPTER_FOLDER))
+        merged = self.accelerator.unwrap_model(self.model).merge_and_unload()
+        merged.save_pretrained(output)
+
     def log(self, logs: dict, start_time: float | None = None) -> None:
         for name, values in self.terms.items():
             if values and "loss" in logs:
@@ -228,13 +274,9 @@ def train(argv: list[str] | None = None) -> Path:
     check_output_dir(training_args, model_args)
 
     dtype = torch.bfloat16 if training_args.bf16 else torch.float16 if training_args.fp16 else torch.float32
+    set_seed(training_args.seed)  # newly initialised weights (bridge parts, LoRA) follow --seed, as training does
     model, processor = load_model_and_processor(model_args, dtype)
     stage = get_stage(stage_name, seq2seq=not model.config.use_decoder_only_language_model)
-    if stage.lora:
-        raise TrainingSetupError(
-            f"--stage {stage.name} is not available in videotgb-train yet (grounding, self_refine and instruct are); "
-            "videotgb.training.apply_stage prepares its model"
-        )
     processor.check_model_config(model.config)
     trained = apply_stage(model, stage, lora)
     dataset = load_shards(files, processor, data_args.shuffle_buffer, training_args.seed, data_args.file_format)
@@ -251,7 +293,10 @@ def train(argv: list[str] | None = None) -> Path:
         },
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.save_model(training_args.output_dir)
+    if stage.lora:
+        trainer.save_lora_results(training_args.output_dir)
+    else:
+        trainer.save_model(training_args.output_dir)
     trainer.save_state()  # trainer_state.json: the logged losses and skipped-record counts
     processor.save_pretrained(training_args.output_dir)
     return Path(training_args.output_dir)
