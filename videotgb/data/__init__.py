@@ -10,6 +10,7 @@ from .shards import (
     DEFAULT_SHARD_SIZE,
     MANIFEST_NAME,
     OUTPUT_FORMATS,
+    DataDependencyError,
     MediaChangedError,
     OutputFolderError,
     build_shards,
@@ -17,6 +18,7 @@ from .shards import (
     parse_size,
     plan_shards,
     read_manifest,
+    require_training_extra,
     webdataset_features,
 )
 from .sources import FORMATS, SKIP_REASONS, AnnotationsError, Entry, Skip, Source, parse_source, read_source
@@ -32,6 +34,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "SKIP_REASONS",
     "AnnotationsError",
+    "DataDependencyError",
     "Entry",
     "MediaChangedError",
     "OutputFolderError",
@@ -45,5 +48,6 @@ __all__ = [
     "plan_shards",
     "read_manifest",
     "read_source",
+    "require_training_extra",
     "webdataset_features",
 ]

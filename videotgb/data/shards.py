@@ -62,6 +62,23 @@ class MediaChangedError(OSError):
     """A media file that changed between its check and the writing of its shard."""
 
 
+class DataDependencyError(ImportError):
+    """`datasets` or `pyarrow` (the ``train`` extra) cannot be imported."""
+
+
+def require_training_extra() -> None:
+    """Raise :class:`DataDependencyError` naming ``pip install videotgb[train]`` unless `datasets` and `pyarrow`
+    import."""
+    for module in ("pyarrow", "datasets"):
+        try:
+            __import__(module)
+        except ImportError as error:
+            raise DataDependencyError(
+                f"building shards needs {module}, which could not be imported ({error}); "
+                "install it with `pip install videotgb[train]`"
+            ) from None
+
+
 def parse_size(text: str | int) -> int:
     """Bytes in a size such as ``"256MB"``, ``"1GB"``, ``"64MiB"`` or ``"1000"`` (KB/MB/GB are powers of 1000,
     KiB/MiB/GiB powers of 1024).
@@ -379,6 +396,7 @@ def build_shards(
         ValueError: bad settings, or fewer usable records than `world_size`.
     """
     sources = list(sources)
+    require_training_extra()
     if format_out not in OUTPUT_FORMATS:
         raise ValueError(f"--format-out {format_out!r}: expected one of {', '.join(OUTPUT_FORMATS)}")
     if num_workers < 1:
