@@ -106,12 +106,12 @@ def plan_shards(sizes: Sequence[int], shard_size: int, world_size: int = 1) -> l
     shard a record. Then each shard is filled greedily until it reaches its share of the bytes. A record is never
     split, so one larger than `shard_size` makes its shard larger.
 
-    >>> plan_shards([10, 10, 10, 10, 10], shard_size=25)
+    >>> plan_shards([10, 10, 10, 10, 10], shard_size=20)
     [(0, 2), (2, 3), (3, 5)]
-    >>> plan_shards([10, 10, 10, 10, 10], shard_size=100, world_size=2)
-    [(0, 3), (3, 5)]
-    >>> plan_shards([1, 1, 1], shard_size=1, world_size=2)
-    [(0, 2), (2, 3)]
+    >>> plan_shards([10, 10, 10, 10, 10], shard_size=100, world_size=2)  # 1 shard, rounded up to 2
+    [(0, 2), (2, 5)]
+    >>> plan_shards([1, 1, 1], shard_size=1, world_size=2)  # 3 shards wanted: 2 leave each one a record
+    [(0, 1), (1, 3)]
     """
     if world_size < 1:
         raise ValueError(f"--world-size {world_size}: must be at least 1")
