@@ -422,7 +422,7 @@ def build_shards(
     folder = Path(output)
     previous = _prepare_output(folder, settings, fingerprint, overwrite)
     if previous and previous.get("complete") and all(_finished(folder, s) for s in previous.get("shards", [])):
-        logger.info(f"{folder}: already complete, nothing to do")
+        logger.warning(f"{folder}: already complete with these inputs and settings; nothing written")
         return previous
 
     entries = [entry for source_entries, _ in parsed for entry in source_entries]
@@ -430,6 +430,7 @@ def build_shards(
     pool = None
     if num_workers > 1:
         pool = concurrent.futures.ProcessPoolExecutor(max_workers=num_workers, mp_context=_pool_context())
+        pool.submit(int).result()  # fork every worker now, before progress bars start threads in this process
     try:
         checked = _check_all(entries, pool, progress)
         skips += [skip for skip in checked if skip is not None]
