@@ -3,6 +3,7 @@
 videotgb answer --model PATH_OR_HUB_ID --video FILE --question "What happens after the goal?"
 videotgb init --vlm BLIP2_OR_INSTRUCTBLIP --bert BERT --output DIR
 videotgb demo [--output DIR]
+videotgb data build --source FORMAT=ANNOTATIONS.json --media-root DIR --output SHARDS_DIR
 
 Errors that come from the inputs (a missing file, a folder that is not a VideoTGB checkpoint, an undecodable video,
 a device this machine lacks) are printed as one line and exit with status 2.
@@ -209,6 +210,140 @@ def _demo_command(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _sources_from_arguments(arguments: argparse.Namespace) -> list:
+    """`Source`s from ``--source [NAME:]FORMAT=PATH`` (repeatable) or ``--format`` with ``--annotations``, with
+    ``--media-root`` given once for all of them or once per source, in order."""
+    import re
+
+    from .data import Source, parse_source
+
+    if arguments.source and (arguments.format or arguments.annotations):
+        raise ValueError("give either --source (repeatable) or --format with --annotations, not both")
+    if arguments.source:
+        specs = [parse_source(spec) for spec in arguments.source]
+    elif arguments.format and arguments.annotations:
+        specs = [(None, arguments.format, arguments.annotations)]
+    else:
+        raise ValueError("no input: give --source FORMAT=PATH (repeatable) or --format with --annotations")
+    roots = arguments.media_root or []
+    if len(roots) not in (0, 1, len(specs)):
+        raise ValueError(
+            f"--media-root is given {len(roots)} times for {len(specs)} sources: give it once or once each"
+        )
+    sources = []
+    for number, (name, format_, path) in enumerate(specs):
+        root = roots[0] if len(roots) == 1 else roots[number] if roots else None
+        if root is None and format_ != "text":
+            raise ValueError(f"--media-root is required for the {format_} source {path}")
+        name = name or re.sub(r"[^A-Za-z0-9_.-]", "_", Path(path).stem)
+        sources.append(Source(name, format_, Path(path), Path(root) if root and format_ != "text" else None))
+    return sources
+
+
+def _data_build_command(arguments: argparse.Namespace) -> int:
+    from .data import build_shards, require_training_extra
+
+    require_training_extra()
+    manifest = build_shards(
+        _sources_from_arguments(arguments),
+        arguments.output,
+        shard_size=arguments.shard_size,
+        world_size=arguments.world_size,
+        seed=arguments.seed,
+        format_out=arguments.format_out,
+        num_workers=arguments.num_workers,
+        overwrite=arguments.overwrite,
+        progress=not arguments.no_progress,
+    )
+    skipped = manifest["skipped"]
+    reasons = ", ".join(f"{count} {reason}" for reason, count in skipped["reasons"].items() if count)
+    kinds = ", ".join(f"{count} {kind}" for kind, count in manifest["kinds"].items() if count)
+    print(
+        f"wrote {manifest['records']} records ({kinds}) in {len(manifest['shards'])} {manifest['format']} shards, "
+        f"{manifest['bytes']} bytes, to {arguments.output}"
+    )
+    print(f"skipped {skipped['total']} records" + (f" ({reasons}); see manifest.json" if reasons else ""))
+    return 0
+
+
+_DATA_BUILD_DESCRIPTION = """\
+Read annotation files, check every record and its media, and write shards that
+datasets.load_dataset(..., streaming=True) reads, media bytes inside, with a manifest.json
+(settings, shards, counts, skipped record ids). Bad records (missing, empty or undecodable media,
+media outside --media-root, malformed records) are skipped and counted, never replaced.
+A rerun resumes: finished shards are kept; other inputs or settings need --overwrite.
+
+annotation formats (--source FORMAT=PATH or --format FORMAT --annotations PATH):
+  videoinstruct  Video-ChatGPT VideoInstruct-100K: [{"video_id", "q", "a"}], video file
+                 <media-root>/<video_id>.mp4 (or .mkv .webm .avi .mov)
+  llava          LLaVA image-instruct: [{"id", "image", "conversations": [{"from": "human"|"gpt",
+                 "value"}]}], <image> placeholder in the first human turn
+  videollava     Video-LLaVA mixed: as llava, each record with "video" or "image" (or neither: text)
+  text           text-only: LLaVA records without media, or Alpaca {"instruction", "input", "output"}
+
+example:
+  videotgb data build --source videoinstruct=VideoInstruct100K.json --media-root videos \\
+      --output shards --shard-size 1GB --world-size 8 --num-workers 8
+
+See docs/data.md.
+"""
+
+
+def _add_data_commands(commands) -> None:
+    from .data import DEFAULT_SHARD_SIZE, FORMATS, OUTPUT_FORMATS
+
+    data = commands.add_parser("data", help="training data: build streamable shards from annotation files")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    build = data_commands.add_parser(
+        "build",
+        help="write Parquet or WebDataset shards (media bytes inside) and manifest.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=_DATA_BUILD_DESCRIPTION,
+    )
+    build.add_argument(
+        "--source",
+        action="append",
+        metavar="[NAME:]FORMAT=PATH",
+        help=f"an annotation file and its format ({', '.join(FORMATS)}); repeatable. NAME prefixes the record ids "
+        "(default: the file name without extension)",
+    )
+    build.add_argument("--format", choices=FORMATS, help="format of --annotations (instead of --source)")
+    build.add_argument("--annotations", metavar="PATH", help="one annotation file (with --format)")
+    build.add_argument(
+        "--media-root",
+        action="append",
+        metavar="DIR",
+        help="folder the media paths are relative to: once for all sources or once per source, in order (not "
+        "needed for text sources); paths that escape it are skipped",
+    )
+    build.add_argument("--output", required=True, metavar="DIR", help="shard folder (created; resumed if it exists)")
+    build.add_argument(
+        "--format-out", choices=list(OUTPUT_FORMATS), default="parquet", help="shard format (default: %(default)s)"
+    )
+    build.add_argument(
+        "--shard-size",
+        default=DEFAULT_SHARD_SIZE,
+        help="target bytes per shard: 256MB, 1GB, 64MiB or a number (default: %(default)s)",
+    )
+    build.add_argument(
+        "--world-size",
+        type=int,
+        default=1,
+        help="the shard count is a multiple of this, so that each training rank reads as many shards (default: 1)",
+    )
+    build.add_argument(
+        "--seed", type=int, default=None, help="shuffle the records with this seed (default: keep their order)"
+    )
+    build.add_argument(
+        "--num-workers", type=int, default=1, help="processes checking media and writing shards (default: 1)"
+    )
+    build.add_argument(
+        "--overwrite", action="store_true", help="replace a previous build in --output (even one of other inputs)"
+    )
+    build.add_argument("--no-progress", action="store_true", help="no progress bars")
+    build.set_defaults(run=_data_build_command)
+
+
 DTYPES = ["auto", "float32", "bfloat16", "float16"]
 
 
@@ -261,14 +396,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="build a tiny checkpoint and a synthetic video offline, then answer")
     demo.add_argument("--output", default="outputs/demo", help="folder for the demo checkpoint and video")
     demo.set_defaults(run=_demo_command)
+
+    _add_data_commands(commands)
     return parser
 
 
 def expected_errors() -> tuple[type[BaseException], ...]:
     """Errors that describe a problem with the inputs or the machine, printed without a traceback."""
+    from .data import DataDependencyError
     from .optical_flow import FlowDependencyError
 
-    return (OSError, ValueError, FlowDependencyError)
+    return (OSError, ValueError, FlowDependencyError, DataDependencyError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -278,7 +416,8 @@ def main(argv: list[str] | None = None) -> int:
     except expected_errors() as error:
         if os.environ.get("VIDEOTGB_TRACEBACK"):
             raise
-        print(f"videotgb {arguments.command}: error: {error}", file=sys.stderr)
+        command = " ".join(filter(None, [arguments.command, getattr(arguments, "data_command", None)]))
+        print(f"videotgb {command}: error: {error}", file=sys.stderr)
         return 2
 
 
