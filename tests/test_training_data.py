@@ -12,7 +12,7 @@ import torch
 from conftest import make_processor, real_vocab_model
 from shards import png_bytes, record, video_bytes, write_shards
 
-from videotgb.training.data import VideoTGBCollator, load_shards
+from videotgb.training.data import VideoTGBCollator, stream_examples
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ EXPECTED_SKIPPED = {"undecodable_video": 1, "missing_video": 1, "malformed_recor
 
 
 def test_bad_records_are_skipped_and_counted_exactly_never_replaced(shards, processor):
-    examples = list(load_shards(shards, processor))
+    examples = list(stream_examples(shards, processor))
     assert [example["id"] for example in examples] == EXPECTED_GOOD
     skipped = Counter()
     for example in examples:
@@ -59,7 +59,7 @@ def test_bad_records_are_skipped_and_counted_exactly_never_replaced(shards, proc
 
 def test_batches_from_worker_processes_carry_the_skip_counts(shards, processor):
     loader = torch.utils.data.DataLoader(
-        load_shards(shards, processor), batch_size=2, num_workers=2, collate_fn=VideoTGBCollator(processor)
+        stream_examples(shards, processor), batch_size=2, num_workers=2, collate_fn=VideoTGBCollator(processor)
     )
     skipped, rows = Counter(), 0
     for batch in loader:
@@ -70,7 +70,7 @@ def test_batches_from_worker_processes_carry_the_skip_counts(shards, processor):
 
 
 def test_a_batch_trains_the_model(shards, processor):
-    examples = list(load_shards(shards, processor))
+    examples = list(stream_examples(shards, processor))
     batch = VideoTGBCollator(processor)(examples)
     assert batch.pop("skipped") == EXPECTED_SKIPPED
     assert batch["pixel_values"].shape == (5, 8, 3, 28, 28) and batch["flow"].shape[:2] == (5, 16)
@@ -85,12 +85,12 @@ def test_a_batch_trains_the_model(shards, processor):
 
 
 def test_shuffling_reorders_but_keeps_every_good_record(shards, processor):
-    ids = [example["id"] for example in load_shards(shards, processor, shuffle_buffer=4, seed=3)]
+    ids = [example["id"] for example in stream_examples(shards, processor, shuffle_buffer=4, seed=3)]
     assert sorted(ids) == sorted(EXPECTED_GOOD)
 
 
 def test_bad_arguments(processor):
     with pytest.raises(ValueError, match="no shard files"):
-        load_shards([], processor)
-    with pytest.raises(ValueError, match="file_format must be"):
-        load_shards(["x.parquet"], processor, file_format="csv")
+        stream_examples([], processor)
+    with pytest.raises(ValueError, match="shard format must be one of"):
+        stream_examples(["x.parquet"], processor, file_format="csv")

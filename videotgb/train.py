@@ -22,7 +22,7 @@ import torch
 from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 from transformers.utils import logging
 
-from .training.data import SKIP_REASONS, VideoTGBCollator, load_shards
+from .training.data import DECODE_SKIP_REASONS, VideoTGBCollator, stream_examples
 from .training.deepspeed import resolve_deepspeed_config
 from .training.stages import STAGES, LoraSettings, apply_stage, get_stage, grounding_loss
 
@@ -69,9 +69,10 @@ class ModelArguments:
 @dataclass
 class DataArguments:
     train_files: list[str] = field(
-        default_factory=list, metadata={"help": "shard files or globs (local paths or fsspec URLs)"}
+        default_factory=list,
+        metadata={"help": "shard folders of `videotgb data build`, or shard files / globs (local paths, fsspec URLs)"},
     )
-    file_format: str = field(default="parquet", metadata={"help": "parquet or webdataset"})
+    file_format: str = field(default="parquet", metadata={"help": "parquet or webdataset (of files given directly)"})
     shuffle_buffer: int = field(default=1000, metadata={"help": "examples in the shuffle buffer (0: no shuffling)"})
 
 
@@ -79,21 +80,32 @@ class TrainingSetupError(ValueError):
     """A flag or input that makes training impossible, found before any work starts."""
 
 
-def expand_files(patterns: list[str]) -> list[str]:
-    """Local globs expanded (sorted), URLs kept; TrainingSetupError when nothing is given or a local pattern matches
-    no file."""
+def expand_files(patterns: list[str], file_format: str) -> tuple[list[str], str]:
+    """Shard files and their format from `--train_files`: shard folders of `videotgb data build` (their manifest
+    lists the files and the format), local globs (sorted) or URLs. TrainingSetupError when nothing is given or a
+    local pattern matches no file."""
+    from .data.shards import MANIFEST_NAME, shard_files
+
     if not patterns:
         raise TrainingSetupError("--train_files: no shard files given")
-    files = []
+    files, formats = [], set()
     for pattern in patterns:
-        if "://" in pattern:
+        if Path(pattern, MANIFEST_NAME).is_file():
+            folder_files, folder_format = shard_files(pattern)
+            files.extend(folder_files)
+            formats.add(folder_format)
+        elif "://" in pattern:
             files.append(pattern)
-            continue
-        matches = sorted(glob.glob(pattern))
-        if not matches:
-            raise TrainingSetupError(f"--train_files {pattern}: no shard files match")
-        files.extend(matches)
-    return files
+            formats.add(file_format)
+        else:
+            matches = sorted(glob.glob(pattern))
+            if not matches:
+                raise TrainingSetupError(f"--train_files {pattern}: no shard files match")
+            files.extend(matches)
+            formats.add(file_format)
+    if len(formats) > 1:
+        raise TrainingSetupError(f"--train_files mixes shard formats {sorted(formats)}; train on one format")
+    return files, formats.pop()
 
 
 def lora_settings(arguments: ModelArguments) -> LoraSettings | None:
@@ -238,9 +250,9 @@ class VideoTGBTrainer(Trainer):
             if values and "loss" in logs:
                 logs[name] = sum(values) / len(values)
                 values.clear()
-        counts = torch.tensor([self.skipped[reason] for reason in SKIP_REASONS], device=self.args.device)
+        counts = torch.tensor([self.skipped[reason] for reason in DECODE_SKIP_REASONS], device=self.args.device)
         totals = self.accelerator.reduce(counts, reduction="sum") if self.accelerator.num_processes > 1 else counts
-        for reason, total in zip(SKIP_REASONS, totals.tolist(), strict=True):
+        for reason, total in zip(DECODE_SKIP_REASONS, totals.tolist(), strict=True):
             logs[f"skipped_{reason}"] = int(total)
         super().log(logs, start_time)
 
@@ -268,7 +280,7 @@ def train(argv: list[str] | None = None) -> Path:
     model_args, data_args, training_args = build_parser().parse_args_into_dataclasses(argv)
     stage_name = model_args.stage
     lora = lora_settings(model_args)
-    files = expand_files(data_args.train_files)
+    files, file_format = expand_files(data_args.train_files, data_args.file_format)
     if training_args.max_steps is None or training_args.max_steps <= 0:
         raise TrainingSetupError("--max_steps is required: streamed shards have no length")
     check_output_dir(training_args, model_args)
@@ -279,7 +291,7 @@ def train(argv: list[str] | None = None) -> Path:
     stage = get_stage(stage_name, seq2seq=not model.config.use_decoder_only_language_model)
     processor.check_model_config(model.config)
     trained = apply_stage(model, stage, lora)
-    dataset = load_shards(files, processor, data_args.shuffle_buffer, training_args.seed, data_args.file_format)
+    dataset = stream_examples(files, processor, data_args.shuffle_buffer, training_args.seed, file_format)
     trainer = VideoTGBTrainer(
         model=trained,
         args=training_args,

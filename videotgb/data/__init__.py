@@ -14,11 +14,13 @@ from .shards import (
     MediaChangedError,
     OutputFolderError,
     build_shards,
+    load_shard_files,
     load_shards,
     parse_size,
     plan_shards,
     read_manifest,
     require_training_extra,
+    shard_files,
     webdataset_features,
 )
 from .sources import FORMATS, SKIP_REASONS, AnnotationsError, Entry, Skip, Source, parse_source, read_source
@@ -42,6 +44,7 @@ __all__ = [
     "Source",
     "arrow_schema",
     "build_shards",
+    "load_shard_files",
     "load_shards",
     "parse_size",
     "parse_source",
@@ -49,5 +52,6 @@ __all__ = [
     "read_manifest",
     "read_source",
     "require_training_extra",
+    "shard_files",
     "webdataset_features",
 ]

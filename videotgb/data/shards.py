@@ -572,6 +572,54 @@ def _from_webdataset(sample: dict[str, Any]) -> dict[str, Any]:
     return {**sample["json"], "media": sample["media"] or None}
 
 
+def shard_files(location: str | os.PathLike) -> tuple[list[str], str]:
+    """The shard files of a complete build (local folder or fsspec URL) and their format, from its manifest."""
+    manifest = read_manifest(location)
+    if not manifest.get("complete"):
+        raise ValueError(f"{location}: the build is not complete; run `videotgb data build` again to finish it")
+    base = str(location).rstrip("/")
+    return [f"{base}/{shard['name']}" for shard in manifest["shards"]], manifest["format"]
+
+
+def load_shard_files(
+    files: Sequence[str],
+    file_format: str = "parquet",
+    *,
+    streaming: bool = True,
+    split: str = "train",
+    strict_schema: bool = True,
+    **kwargs,
+):
+    """Shard files of one format (local paths or fsspec URLs) as a `datasets` dataset of records.
+
+    With `strict_schema` the records must have exactly the shard schema; without it, Parquet columns are read as
+    they are, so that files with extra columns (fields joined from side shards, such as `span_targets`) load too.
+    """
+    from datasets import Features, load_dataset
+
+    if file_format not in OUTPUT_FORMATS:
+        raise ValueError(f"shard format must be one of {sorted(OUTPUT_FORMATS)}, got {file_format!r}")
+    if not files:
+        raise ValueError("no shard files given")
+    data_files = {split: list(files)}
+    features = Features.from_arrow_schema(arrow_schema())
+    if file_format == "parquet":
+        return load_dataset(
+            "parquet",
+            data_files=data_files,
+            split=split,
+            streaming=streaming,
+            features=features if strict_schema else None,
+            **kwargs,
+        )
+    dataset = load_dataset(
+        "webdataset", data_files=data_files, split=split, streaming=streaming, features=webdataset_features(), **kwargs
+    )
+    return dataset.map(
+        _from_webdataset, remove_columns=list(dataset.column_names or ["json", "media"]), features=features
+    )
+
+
 def load_shards(location: str | os.PathLike, *, streaming: bool = True, split: str = "train", **kwargs):
     """The records of a complete build as a `datasets` dataset in the shard schema, whatever the output format.
 
@@ -579,19 +627,5 @@ def load_shards(location: str | os.PathLike, *, streaming: bool = True, split: s
     Extra keyword arguments go to `datasets.load_dataset`. Media stay bytes (decode videos with
     `videotgb.video_io.read_video(record["media"])`).
     """
-    from datasets import Features, load_dataset
-
-    manifest = read_manifest(location)
-    if not manifest.get("complete"):
-        raise ValueError(f"{location}: the build is not complete; run `videotgb data build` again to finish it")
-    base = str(location).rstrip("/")
-    files = {split: [f"{base}/{shard['name']}" for shard in manifest["shards"]]}
-    features = Features.from_arrow_schema(arrow_schema())
-    if manifest["format"] == "parquet":
-        return load_dataset("parquet", data_files=files, split=split, streaming=streaming, features=features, **kwargs)
-    dataset = load_dataset(
-        "webdataset", data_files=files, split=split, streaming=streaming, features=webdataset_features(), **kwargs
-    )
-    return dataset.map(
-        _from_webdataset, remove_columns=list(dataset.column_names or ["json", "media"]), features=features
-    )
+    files, file_format = shard_files(location)
+    return load_shard_files(files, file_format, streaming=streaming, split=split, **kwargs)

@@ -23,10 +23,11 @@ import numpy as np
 import torch
 from transformers.utils import logging
 
+from ..data.schema import KINDS
+
 logger = logging.get_logger(__name__)
 
-KINDS = ("video", "image", "text")
-SKIP_REASONS = ("malformed_record", "missing_video", "missing_image", "undecodable_video", "undecodable_image")
+DECODE_SKIP_REASONS = ("malformed_record", "missing_video", "missing_image", "undecodable_video", "undecodable_image")
 EXAMPLE_COLUMNS = (
     "id",
     "kind",
@@ -156,7 +157,7 @@ class SkippingDecoder:
             logger.warning("records skipped after the last good example of this stream: %s", dict(self.pending))
 
 
-def load_shards(
+def stream_examples(
     data_files: str | Sequence[str],
     processor,
     shuffle_buffer: int = 0,
@@ -166,7 +167,7 @@ def load_shards(
     """Stream shard files (local paths, globs or fsspec URLs such as `hf://datasets/...`) as decoded examples.
 
     Args:
-        data_files: the shard files.
+        data_files: the shard files (`videotgb.data.shard_files(folder)` lists those of a build).
         processor: the `VideoTGBProcessor` whose frame and flow settings decode the videos.
         shuffle_buffer: with a positive value, shards are shuffled and examples drawn from a buffer of that size
             (`seed` makes it repeatable); 0 keeps the order of the shards.
@@ -175,17 +176,14 @@ def load_shards(
     Returns:
         A `datasets.IterableDataset` of decoded examples; each data-loader worker reads its own shards.
     """
-    import datasets
+    from ..data.shards import load_shard_files
 
-    if file_format not in ("parquet", "webdataset"):
-        raise ValueError(f"file_format must be 'parquet' or 'webdataset', got {file_format!r}")
     files = [data_files] if isinstance(data_files, str) else list(data_files)
-    if not files:
-        raise ValueError("no shard files given")
-    stream = datasets.load_dataset(file_format, data_files=files, split="train", streaming=True)
+    records = load_shard_files(files, file_format, strict_schema=False)
     if shuffle_buffer > 0:
-        stream = stream.shuffle(seed=seed, buffer_size=shuffle_buffer)
-    return stream.map(SkippingDecoder(processor), batched=True, batch_size=1, remove_columns=stream.column_names)
+        records = records.shuffle(seed=seed, buffer_size=shuffle_buffer)
+    columns = records.column_names or ["id", "kind", "question", "answer", "media"]
+    return records.map(SkippingDecoder(processor), batched=True, batch_size=1, remove_columns=columns)
 
 
 class VideoTGBCollator:
@@ -241,4 +239,11 @@ class VideoTGBCollator:
         return batch
 
 
-__all__ = ["SKIP_REASONS", "BadRecordError", "SkippingDecoder", "VideoTGBCollator", "decode_record", "load_shards"]
+__all__ = [
+    "DECODE_SKIP_REASONS",
+    "BadRecordError",
+    "SkippingDecoder",
+    "VideoTGBCollator",
+    "decode_record",
+    "stream_examples",
+]
