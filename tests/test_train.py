@@ -166,6 +166,31 @@ def test_training_reads_a_folder_built_by_videotgb_data_build(checkpoint, skvide
     assert [entry["skipped_undecodable_video"] for entry in history if "loss" in entry] == [0, 0]
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_deepspeed_zero2_in_one_process_trains_the_stage_and_saves(checkpoint, video_shards, tmp_path):
+    env = dict(os.environ, DS_ACCELERATOR="cpu", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+    env.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", HF_HUB_OFFLINE="1")
+    output = tmp_path / "out"
+    argv = ["--stage", "grounding", "--model", str(checkpoint), "--train_files", *video_shards]
+    argv += ["--output_dir", str(output), "--deepspeed", "zero2", "--learning_rate", "1e-3", *COMMON]
+    argv += ["--save_strategy", "steps", "--save_steps", "6"]
+    result = subprocess.run(
+        [sys.executable, "-m", "videotgb.train", *argv], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert (output / "checkpoint-6" / "global_step6").is_dir()  # a DeepSpeed engine wrote this checkpoint
+    changed = changed_parameters(checkpoint, output)
+    assert changed and all(key.startswith("bridge.") for key in changed)
+
+
 ANSWER = textwrap.dedent(
     """
     import sys

@@ -40,6 +40,9 @@ PAPER_DEFAULTS = {
     "adam_epsilon": 1e-8,
     "remove_unused_columns": False,  # the collator builds the model's inputs from decoded examples
     "report_to": "none",
+    # each rank reads its own shards (datasets splits them by rank); batches are never sent from rank 0, since they
+    # carry skip counts and, for self-refinement, the decoded clips
+    "accelerator_config": {"dispatch_batches": False},
 }
 
 
