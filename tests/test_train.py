@@ -191,6 +191,75 @@ def test_deepspeed_zero2_in_one_process_trains_the_stage_and_saves(checkpoint, v
     assert changed and all(key.startswith("bridge.") for key in changed)
 
 
+TWO_RANKS = textwrap.dedent(
+    """
+    import json
+    import os
+    import sys
+
+    import videotgb.train as train
+
+    seen = []
+    original = train.VideoTGBTrainer.compute_loss
+
+    def recording(self, model, inputs, *args, **kwargs):
+        seen.extend(inputs["record_ids"])
+        return original(self, model, inputs, *args, **kwargs)
+
+    train.VideoTGBTrainer.compute_loss = recording
+    status = train.main(sys.argv[1:])
+    with open(os.path.join(os.environ["IDS_FOLDER"], f"rank{os.environ['RANK']}.json"), "w") as handle:
+        json.dump(seen, handle)
+    sys.exit(status)
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def numbered_shards(tmp_path_factory):
+    """Two shards of distinct records, so that which rank read what can be checked."""
+    clip = video_bytes(20)
+    shards = [[record(f"s{shard}-{index}", "video", clip, answer="right") for index in range(4)] for shard in (0, 1)]
+    return write_shards(tmp_path_factory.mktemp("numbered"), shards)
+
+
+@pytest.mark.slow
+def test_two_processes_with_zero2_and_zero3_read_disjoint_shards_and_agree(checkpoint, numbered_shards, tmp_path):
+    script = tmp_path / "two_ranks.py"
+    script.write_text(TWO_RANKS)
+    outputs = {}
+    for zero in ("zero2", "zero3"):
+        ids = tmp_path / f"ids-{zero}"
+        ids.mkdir()
+        outputs[zero] = tmp_path / zero
+        argv = ["--stage", "instruct", "--model", str(checkpoint), "--train_files", *numbered_shards]
+        argv += ["--output_dir", str(outputs[zero]), "--deepspeed", zero, "--learning_rate", "1e-3", *COMMON]
+        argv += ["--max_steps", "2"]
+        torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+        result = subprocess.run(
+            [*torchrun, "--master_port", str(free_port()), str(script), *argv],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, IDS_FOLDER=str(ids), HF_HUB_OFFLINE="1"),
+            timeout=600,
+        )
+        assert result.returncode == 0, result.stderr[-4000:]
+        rank0, rank1 = (json.loads((ids / f"rank{rank}.json").read_text()) for rank in (0, 1))
+        assert rank0 == [f"s0-{index}" for index in range(4)] and rank1 == [f"s1-{index}" for index in range(4)]
+        history = json.loads((outputs[zero] / "trainer_state.json").read_text())["log_history"]
+        assert history[0]["skipped_undecodable_video"] == 0
+    from videotgb import VideoTGBForConditionalGeneration
+
+    # transformers writes the weights ZeRO-3 gathers with legacy LayerNorm names (gamma / beta), which
+    # from_pretrained maps back: compare what loads
+    start = VideoTGBForConditionalGeneration.from_pretrained(checkpoint).state_dict()
+    reloaded = {zero: VideoTGBForConditionalGeneration.from_pretrained(outputs[zero]).state_dict() for zero in outputs}
+    changed = {key.split(".")[0] for key, value in reloaded["zero3"].items() if not torch.equal(value, start[key])}
+    assert changed == {"qformer", "query_tokens", "language_projection"}
+    for key, value in reloaded["zero2"].items():
+        torch.testing.assert_close(value, reloaded["zero3"][key], atol=1e-6, rtol=0)
+
+
 ANSWER = textwrap.dedent(
     """
     import sys

@@ -73,6 +73,7 @@ def test_a_batch_trains_the_model(shards, processor):
     examples = list(stream_examples(shards, processor))
     batch = VideoTGBCollator(processor)(examples)
     assert batch.pop("skipped") == EXPECTED_SKIPPED
+    assert batch.pop("record_ids") == EXPECTED_GOOD
     assert batch["pixel_values"].shape == (5, 8, 3, 28, 28) and batch["flow"].shape[:2] == (5, 16)
     assert batch["flow_mask"].sum(-1).tolist() == [16, 0, 0, 16, 16]
     assert torch.isnan(batch["span_targets"][1:]).all() and batch["span_targets"][0].tolist() == pytest.approx(

@@ -13,6 +13,7 @@ Not part of a checkpoint's remote code.
 from __future__ import annotations
 
 import glob
+import os
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ PAPER_DEFAULTS = {
     "report_to": "none",
     # each rank reads its own shards (datasets splits them by rank); batches are never sent from rank 0, since they
     # carry skip counts and, for self-refinement, the decoded clips
-    "accelerator_config": {"dispatch_batches": False},
+    "accelerator_config": {"dispatch_batches": False, "use_configured_state": True},
 }
 
 
@@ -156,12 +157,14 @@ class VideoTGBTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.stage = stage
         self.pseudo_span_kwargs = pseudo_span_kwargs or {}
+        self.record_ids: list[str] = []  # the records this rank trained on, in order
         self.trainable_names = {name for name, parameter in self.model.named_parameters() if parameter.requires_grad}
         self.skipped: Counter[str] = Counter()
         self.terms: dict[str, list[float]] = {"lm_loss": [], "span_loss": []}
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         self.skipped.update(inputs.pop("skipped", {}))
+        self.record_ids.extend(inputs.pop("record_ids", []))
         span_targets = inputs.pop("span_targets", None)
         pseudo_span_inputs = inputs.pop("pseudo_span_inputs", None)
         if self.stage.span_loss is None:
@@ -277,9 +280,23 @@ def _resolve_deepspeed_flag(argv: list[str]) -> list[str]:
     return argv
 
 
+def _cpu_process_group(argv: list[str]) -> None:
+    """Several CPU processes (torchrun / the deepspeed launcher without GPUs): create the gloo process group before
+    TrainingArguments does, and make DeepSpeed use it; otherwise each rank would believe it trains alone."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or torch.cuda.is_available():
+        return
+    from accelerate import PartialState
+
+    if "--deepspeed" in argv or any(value.startswith("--deepspeed=") for value in argv):
+        os.environ.setdefault("ACCELERATE_USE_DEEPSPEED", "true")
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    PartialState(backend="gloo")
+
+
 def train(argv: list[str] | None = None) -> Path:
     """Parse the arguments, check them, train, and save model + processor into `--output_dir`; return it."""
     argv = _resolve_deepspeed_flag(sys.argv[1:] if argv is None else argv)
+    _cpu_process_group(argv)
     model_args, data_args, training_args = build_parser().parse_args_into_dataclasses(argv)
     stage_name = model_args.stage
     lora = lora_settings(model_args)

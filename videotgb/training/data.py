@@ -189,7 +189,7 @@ def stream_examples(
 class VideoTGBCollator:
     """Decoded examples -> a training batch from `VideoTGBProcessor` (answers as labels, flow computed here, in the
     worker), plus `span_targets` `(batch, 2)` (NaN rows for examples without a pseudo span) and `skipped`, the
-    per-reason counts of the records dropped before these examples. With `keep_clips`, `pseudo_span_inputs` holds
+    per-reason counts of the records dropped before these examples, and `record_ids`. With `keep_clips`, `pseudo_span_inputs` holds
     the decoded clips, questions and answers, from which self-refinement makes its pseudo spans."""
 
     def __init__(self, processor, keep_clips: bool = False):
@@ -230,6 +230,7 @@ class VideoTGBCollator:
         for example in examples:
             skipped.update(json.loads(example["skipped"] or "{}"))
         batch["skipped"] = dict(skipped)
+        batch["record_ids"] = [example["id"] for example in examples]
         if self.keep_clips:  # for pseudo spans made online (self-refinement): the frames as decoded, and the texts
             batch["pseudo_span_inputs"] = {
                 "clips": videos,
