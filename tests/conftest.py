@@ -278,3 +278,25 @@ def write_blip_folder(folder: Path, llama_tokenizer_path: Path, minilm_path: Pat
     if instruct:
         AutoTokenizer.from_pretrained(minilm_path).save_pretrained(folder / "qformer_tokenizer")
     return folder
+
+
+def run_cli(*argv: str) -> tuple[int, str, str]:
+    """Run `videotgb ARGV` in this process; return (status, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from videotgb.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = main(list(argv))
+    return status, out.getvalue(), err.getvalue()
+
+
+def assert_one_line_error(status: int, err: str, *fragments: str) -> None:
+    """The command failed with status 2 and one `videotgb ...: error:` line holding every fragment, no traceback."""
+    assert status == 2
+    lines = [line for line in err.splitlines() if line.startswith("videotgb ")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]

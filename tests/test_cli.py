@@ -13,36 +13,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_blip_folder
+from conftest import assert_one_line_error, run_cli, write_blip_folder
 from PIL import Image
 
 from videotgb import VideoTGBForConditionalGeneration, VideoTGBProcessor
-from videotgb.cli import answer_question, load, main
+from videotgb.cli import answer_question, load
 from videotgb.demo import build_demo
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     return build_demo(tmp_path_factory.mktemp("demo"))
-
-
-def run_cli(*argv: str) -> tuple[int, str, str]:
-    """Run `videotgb ARGV` in this process; return (status, stdout, stderr)."""
-    import contextlib
-    import io
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = main(list(argv))
-    return status, out.getvalue(), err.getvalue()
-
-
-def assert_one_line_error(status: int, err: str, *fragments: str) -> None:
-    assert status == 2
-    lines = [line for line in err.splitlines() if line.startswith("videotgb ")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def never_load_weights(monkeypatch):

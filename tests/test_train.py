@@ -296,125 +296,50 @@ def test_the_console_script_and_module_entry_points(tmp_path):
 
 
 class TestBadFlagsAreRefusedBeforeAnyWork:
-    def call(self, capsys, *argv):
-        status = main(list(argv))
-        return status, capsys.readouterr().err
+    @pytest.fixture
+    def refused(self, capsys, checkpoint, video_shards, tmp_path):
+        """Run videotgb-train with a valid command line changed by `replace` / `extra`; return its error output."""
 
-    def test_unknown_stage(self, capsys, checkpoint, video_shards, tmp_path):
-        status, err = self.call(
-            capsys,
-            "--stage",
-            "pretrain",
-            "--model",
-            str(checkpoint),
-            "--train_files",
-            *video_shards,
-            "--output_dir",
-            str(tmp_path / "o"),
-            "--max_steps",
-            "1",
-        )
-        assert status == 2 and "--stage must be one of" in err
+        def run(*extra: str, replace: dict | None = None, drop: tuple[str, ...] = ()) -> str:
+            flags = {
+                "--stage": ["instruct"],
+                "--model": [str(checkpoint)],
+                "--train_files": list(video_shards),
+                "--output_dir": [str(tmp_path / "o")],
+                "--max_steps": ["1"],
+            }
+            flags.update(replace or {})
+            argv = [item for flag, values in flags.items() if flag not in drop for item in (flag, *values)]
+            assert main([*argv, *extra]) == 2
+            return capsys.readouterr().err
 
-    def test_no_shards(self, capsys, checkpoint, tmp_path):
-        status, err = self.call(
-            capsys,
-            "--stage",
-            "instruct",
-            "--model",
-            str(checkpoint),
-            "--train_files",
-            str(tmp_path / "none-*.parquet"),
-            "--output_dir",
-            str(tmp_path / "o"),
-            "--max_steps",
-            "1",
-        )
-        assert status == 2 and "no shard files match" in err
+        return run
 
-    def test_a_deepspeed_file_that_does_not_parse(self, capsys, checkpoint, video_shards, tmp_path):
+    def test_unknown_stage(self, refused):
+        assert "--stage must be one of" in refused(replace={"--stage": ["pretrain"]})
+
+    def test_no_shards(self, refused, tmp_path):
+        err = refused(replace={"--train_files": [str(tmp_path / "none-*.parquet")]})
+        assert "no shard files match" in err
+
+    def test_a_deepspeed_file_that_does_not_parse(self, refused, tmp_path):
         broken = tmp_path / "ds.json"
         broken.write_text("{")
-        status, err = self.call(
-            capsys,
-            "--stage",
-            "instruct",
-            "--model",
-            str(checkpoint),
-            "--train_files",
-            *video_shards,
-            "--output_dir",
-            str(tmp_path / "o"),
-            "--max_steps",
-            "1",
-            "--deepspeed",
-            str(broken),
-        )
-        assert status == 2 and "--deepspeed" in err and "not a readable JSON file" in err
+        err = refused("--deepspeed", str(broken))
+        assert "--deepspeed" in err and "not a readable JSON file" in err
 
-    def test_lora_flags_on_a_stage_without_lora(self, capsys, checkpoint, video_shards, tmp_path):
-        status, err = self.call(
-            capsys,
-            "--stage",
-            "instruct",
-            "--model",
-            str(checkpoint),
-            "--train_files",
-            *video_shards,
-            "--output_dir",
-            str(tmp_path / "o"),
-            "--max_steps",
-            "1",
-            "--lora_r",
-            "4",
-        )
-        assert status == 2 and "--lora_r given, but --stage instruct trains no LoRA" in err
+    def test_lora_flags_on_a_stage_without_lora(self, refused):
+        assert "--lora_r given, but --stage instruct trains no LoRA" in refused("--lora_r", "4")
 
-    def test_vlm_without_bert(self, capsys, video_shards, tmp_path):
-        status, err = self.call(
-            capsys,
-            "--stage",
-            "instruct",
-            "--vlm",
-            str(tmp_path),
-            "--train_files",
-            *video_shards,
-            "--output_dir",
-            str(tmp_path / "o"),
-            "--max_steps",
-            "1",
-        )
-        assert status == 2 and "--bert is required" in err
+    def test_vlm_without_bert(self, refused, tmp_path):
+        assert "--bert is required" in refused("--vlm", str(tmp_path), drop=("--model",))
 
-    def test_an_output_dir_with_files_is_not_overwritten(self, capsys, checkpoint, video_shards, tmp_path):
+    def test_an_output_dir_with_files_is_not_overwritten(self, refused, tmp_path):
         output = tmp_path / "o"
         output.mkdir()
         (output / "keep.txt").write_text("mine")
-        status, err = self.call(
-            capsys,
-            "--stage",
-            "instruct",
-            "--model",
-            str(checkpoint),
-            "--train_files",
-            *video_shards,
-            "--output_dir",
-            str(output),
-            "--max_steps",
-            "1",
-        )
-        assert status == 2 and "already holds files" in err and (output / "keep.txt").read_text() == "mine"
+        assert "already holds files" in refused()
+        assert (output / "keep.txt").read_text() == "mine"
 
-    def test_missing_max_steps(self, capsys, checkpoint, video_shards, tmp_path):
-        status, err = self.call(
-            capsys,
-            "--stage",
-            "instruct",
-            "--model",
-            str(checkpoint),
-            "--train_files",
-            *video_shards,
-            "--output_dir",
-            str(tmp_path / "o"),
-        )
-        assert status == 2 and "--max_steps is required" in err
+    def test_missing_max_steps(self, refused):
+        assert "--max_steps is required" in refused(drop=("--max_steps",))

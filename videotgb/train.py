@@ -280,23 +280,26 @@ def _resolve_deepspeed_flag(argv: list[str]) -> list[str]:
     return argv
 
 
-def _cpu_process_group(argv: list[str]) -> None:
-    """Several CPU processes (torchrun / the deepspeed launcher without GPUs): create the gloo process group before
-    TrainingArguments does, and make DeepSpeed use it; otherwise each rank would believe it trains alone."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or torch.cuda.is_available():
-        return
+def _prepare_process_state(argv: list[str]) -> None:
+    """Create accelerate's process state before TrainingArguments (which then uses it, `use_configured_state`).
+
+    Several CPU processes (torchrun or the deepspeed launcher without GPUs) need the gloo backend, or each rank
+    would believe it trains alone; with `--deepspeed` the state must be DeepSpeed's.
+    """
     from accelerate import PartialState
 
     if "--deepspeed" in argv or any(value.startswith("--deepspeed=") for value in argv):
         os.environ.setdefault("ACCELERATE_USE_DEEPSPEED", "true")
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    PartialState(backend="gloo")
+        if not torch.cuda.is_available():
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    several_cpu_processes = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    PartialState(**({"backend": "gloo"} if several_cpu_processes else {}))
 
 
 def train(argv: list[str] | None = None) -> Path:
     """Parse the arguments, check them, train, and save model + processor into `--output_dir`; return it."""
     argv = _resolve_deepspeed_flag(sys.argv[1:] if argv is None else argv)
-    _cpu_process_group(argv)
+    _prepare_process_state(argv)
     model_args, data_args, training_args = build_parser().parse_args_into_dataclasses(argv)
     stage_name = model_args.stage
     lora = lora_settings(model_args)
