@@ -36,7 +36,7 @@ def stage_loss(model, stage, batch):
     """The loss the stage optimises, on one batch (span targets for the stages with a span loss)."""
     if not stage.lm_loss:
         keys = ("flow", "flow_mask", "bridge_input_ids", "bridge_attention_mask")
-        return grounding_loss(model, *(batch[key] for key in keys), SPAN_TARGETS)
+        return grounding_loss(model, *(batch[key] for key in keys), SPAN_TARGETS)[0]
     span_targets = SPAN_TARGETS if stage.span_loss is not None else None
     return model(**batch, span_targets=span_targets).loss
 

@@ -78,7 +78,8 @@ def changed_parameters(before_folder: Path, after_folder: Path) -> set[str]:
 def test_grounding_trains_the_bridge_only_and_counts_the_skipped_records(checkpoint, video_shards, tmp_path):
     history = run_stage("grounding", checkpoint, video_shards, tmp_path / "out", "--learning_rate", "1e-3")
     steps = [entry for entry in history if "loss" in entry]
-    assert len(steps) == 6 and all("span_loss" in entry for entry in steps)
+    assert len(steps) == 6 and all("span_loss" in entry and 0 <= entry["grounding_iou"] <= 1 for entry in steps)
+    assert all(entry["frames_per_second"] > 0 for entry in steps)
     assert steps[-1]["loss"] < steps[0]["loss"]
     last = steps[-1]
     assert last["skipped_undecodable_video"] == 1 and last["skipped_missing_video"] == 1
@@ -102,6 +103,7 @@ def test_self_refine_makes_pseudo_spans_online_and_trains_bridge_and_qformer_sid
     history = run_stage("self_refine", checkpoint, video_shards, tmp_path / "out", *extra)
     steps = [entry for entry in history if "loss" in entry]
     assert len(steps) == 3 and all("lm_loss" in entry and "span_loss" in entry for entry in steps)
+    assert all(0 <= entry["grounding_iou"] <= 1 for entry in steps)
     changed = {key.split(".")[0] for key in changed_parameters(checkpoint, tmp_path / "out")}
     assert changed == {"bridge", "qformer", "query_tokens", "language_projection"}
 

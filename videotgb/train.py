@@ -15,6 +15,7 @@ from __future__ import annotations
 import glob
 import os
 import sys
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +24,10 @@ import torch
 from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 from transformers.utils import logging
 
+from .modeling_videotgb import span_targets_to_positions
 from .training.data import DECODE_SKIP_REASONS, VideoTGBCollator, stream_examples
 from .training.deepspeed import resolve_deepspeed_config
+from .training.metrics import grounding_iou
 from .training.stages import STAGES, LoraSettings, apply_stage, get_stage, grounding_loss
 
 logger = logging.get_logger(__name__)
@@ -160,10 +163,14 @@ class VideoTGBTrainer(Trainer):
         self.record_ids: list[str] = []  # the records this rank trained on, in order
         self.trainable_names = {name for name, parameter in self.model.named_parameters() if parameter.requires_grad}
         self.skipped: Counter[str] = Counter()
-        self.terms: dict[str, list[float]] = {"lm_loss": [], "span_loss": []}
+        self.terms: dict[str, list[float]] = {"lm_loss": [], "span_loss": [], "grounding_iou": []}
+        self.frames_since_log = 0
+        self.last_log_time = time.perf_counter()
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         self.skipped.update(inputs.pop("skipped", {}))
+        if "frame_mask" in inputs:
+            self.frames_since_log += int(inputs["frame_mask"].sum())
         self.record_ids.extend(inputs.pop("record_ids", []))
         span_targets = inputs.pop("span_targets", None)
         pseudo_span_inputs = inputs.pop("pseudo_span_inputs", None)
@@ -174,7 +181,7 @@ class VideoTGBTrainer(Trainer):
         if not self.stage.lm_loss:
             if "flow" not in inputs:
                 raise ValueError("the grounding stage trains on videos with span_targets; this batch has no video")
-            loss = grounding_loss(
+            loss, ious = grounding_loss(
                 model,
                 inputs["flow"],
                 inputs["flow_mask"],
@@ -183,11 +190,17 @@ class VideoTGBTrainer(Trainer):
                 span_targets,
             )
             self.terms["span_loss"].append(loss.detach().item())
+            self.terms["grounding_iou"].extend(ious.tolist())
             return (loss, {"loss": loss}) if return_outputs else loss
         outputs = model(**inputs, span_targets=span_targets)
-        for name in self.terms:
+        for name in ("lm_loss", "span_loss"):
             if outputs.get(name) is not None:
                 self.terms[name].append(outputs[name].detach().item())
+        if span_targets is not None and outputs.start_logits is not None:
+            flow_lengths = inputs["flow_mask"].sum(-1)
+            positions = span_targets_to_positions(span_targets, flow_lengths).to(outputs.start_logits.device)
+            ious = grounding_iou(outputs.start_logits.detach(), outputs.end_logits.detach(), positions)
+            self.terms["grounding_iou"].extend(ious.tolist())
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
     def online_span_targets(self, model, pseudo_span_inputs: dict, device: torch.device) -> torch.Tensor:
@@ -252,6 +265,10 @@ class VideoTGBTrainer(Trainer):
         merged.save_pretrained(output)
 
     def log(self, logs: dict, start_time: float | None = None) -> None:
+        if "loss" in logs:
+            now = time.perf_counter()
+            logs["frames_per_second"] = self.frames_since_log / max(now - self.last_log_time, 1e-9)
+            self.frames_since_log, self.last_log_time = 0, now
         for name, values in self.terms.items():
             if values and "loss" in logs:
                 logs[name] = sum(values) / len(values)

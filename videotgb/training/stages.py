@@ -126,12 +126,18 @@ def apply_stage(model, stage: Stage, lora: LoraSettings | None = None):
 
 def grounding_loss(model, flow, flow_mask, bridge_input_ids, bridge_attention_mask, span_targets):
     """The `grounding` stage's loss: the bridge alone against `(batch, 2)` span-target ratios, without running the
-    vision tower or the language model (which that stage does not train)."""
+    vision tower or the language model (which that stage does not train).
+
+    Returns:
+        The loss and the `(rows with a target,)` IoUs of the bridge's most likely spans with the targets.
+    """
     from ..modeling_videotgb import span_cross_entropy, span_targets_to_positions
+    from .metrics import grounding_iou
 
     output = model.bridge(flow, bridge_input_ids, flow_mask=flow_mask, attention_mask=bridge_attention_mask)
     positions = span_targets_to_positions(span_targets, output.flow_lengths).to(output.start_logits.device)
-    return span_cross_entropy(output.start_logits, output.end_logits, positions[:, 0], positions[:, 1])
+    loss = span_cross_entropy(output.start_logits, output.end_logits, positions[:, 0], positions[:, 1])
+    return loss, grounding_iou(output.start_logits.detach(), output.end_logits.detach(), positions)
 
 
 def trainable_parameter_names(model: nn.Module) -> list[str]:
