@@ -28,6 +28,34 @@ def check_output_folder(output_dir: str | os.PathLike, overwrite: bool) -> Path:
     return output
 
 
+def build_from_blip_and_bert(
+    vlm_name_or_path: str,
+    bert_name_or_path: str,
+    bridge_overrides: dict | None = None,
+    hub_kwargs: dict | None = None,
+    processor_kwargs: dict | None = None,
+    **config_and_loading_kwargs,
+):
+    """Model (`VideoTGBForConditionalGeneration.from_blip_and_bert`) and its processor
+    (`VideoTGBProcessor.from_blip_and_bert`) from the same two sources, checked against each other; nothing saved."""
+    from .modeling_videotgb import VideoTGBForConditionalGeneration
+    from .processing_videotgb import VideoTGBProcessor
+
+    model = VideoTGBForConditionalGeneration.from_blip_and_bert(
+        vlm_name_or_path,
+        bert_name_or_path,
+        bridge_overrides=bridge_overrides,
+        hub_kwargs=hub_kwargs,
+        **config_and_loading_kwargs,
+    )
+    processor = VideoTGBProcessor.from_blip_and_bert(
+        vlm_name_or_path, bert_name_or_path, model.config, hub_kwargs=hub_kwargs, **(processor_kwargs or {})
+    )
+    processor.check_model_config(model.config)
+    processor.check_chat_template()
+    return model, processor
+
+
 def init_from_blip_and_bert(
     vlm_name_or_path: str,
     bert_name_or_path: str,
@@ -41,8 +69,7 @@ def init_from_blip_and_bert(
     r"""
     Build a VideoTGB from BLIP-2 / InstructBLIP and BERT and save model + processor into `output_dir`.
 
-    The model comes from `VideoTGBForConditionalGeneration.from_blip_and_bert` (same arguments), the processor from
-    `VideoTGBProcessor.from_blip_and_bert` with the model's config, so that the folder answers questions at once
+    Model and processor come from `build_from_blip_and_bert` (same arguments), so that the folder answers questions at once
     (with an untrained bridge and new query-text alignment: train it before trusting the keyframes).
 
     Args:
@@ -56,22 +83,15 @@ def init_from_blip_and_bert(
     Returns:
         The model and the processor, as saved.
     """
-    from .modeling_videotgb import VideoTGBForConditionalGeneration
-    from .processing_videotgb import VideoTGBProcessor
-
     output = check_output_folder(output_dir, overwrite)
-    model = VideoTGBForConditionalGeneration.from_blip_and_bert(
+    model, processor = build_from_blip_and_bert(
         vlm_name_or_path,
         bert_name_or_path,
         bridge_overrides=bridge_overrides,
         hub_kwargs=hub_kwargs,
+        processor_kwargs=processor_kwargs,
         **config_and_loading_kwargs,
     )
-    processor = VideoTGBProcessor.from_blip_and_bert(
-        vlm_name_or_path, bert_name_or_path, model.config, hub_kwargs=hub_kwargs, **(processor_kwargs or {})
-    )
-    processor.check_model_config(model.config)
-    processor.check_chat_template()
     output.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output)
     processor.save_pretrained(output)
@@ -79,4 +99,4 @@ def init_from_blip_and_bert(
     return model, processor
 
 
-__all__ = ["check_output_folder", "init_from_blip_and_bert"]
+__all__ = ["build_from_blip_and_bert", "check_output_folder", "init_from_blip_and_bert"]

@@ -147,10 +147,11 @@ def load_model_and_processor(arguments: ModelArguments, dtype: torch.dtype):
     if not (arguments.vlm and arguments.bert):
         missing = "--bert" if arguments.vlm else "--vlm" if arguments.bert else "--model (or --vlm with --bert)"
         raise TrainingSetupError(f"{missing} is required")
-    model = VideoTGBForConditionalGeneration.from_blip_and_bert(
+    from .init_checkpoint import build_from_blip_and_bert
+
+    return build_from_blip_and_bert(
         arguments.vlm, arguments.bert, bridge_overrides={"flow_estimator": "dis"}, dtype=dtype
     )
-    return model, VideoTGBProcessor.from_blip_and_bert(arguments.vlm, arguments.bert, model.config)
 
 
 class VideoTGBTrainer(Trainer):
