@@ -61,7 +61,8 @@ def test_the_slurm_script_trains_with_two_processes_per_node(tmp_path, llama_tok
     make_processor(llama_tokenizer_path, minilm_path).save_pretrained(start)
     clip = video_bytes(20)
     shards = write_shards(
-        tmp_path, [[record(f"s{shard}-{index}", "video", clip, answer="right") for index in range(2)] for shard in (0, 1)]
+        tmp_path,
+        [[record(f"s{shard}-{index}", "video", clip, answer="right") for index in range(2)] for shard in (0, 1)],
     )
     bin_folder = tmp_path / "bin"
     bin_folder.mkdir()
