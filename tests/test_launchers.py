@@ -1,5 +1,6 @@
-"""The multi-node launch script runs: `scripts/slurm_train.sh` under a stand-in `srun` / `scontrol` (this machine has
-no SLURM) starts one torchrun, whose two CPU processes form one DeepSpeed group and train."""
+"""The launchers of docs/training.md start one training group: `scripts/slurm_train.sh` under a stand-in `srun` /
+`scontrol` (this machine has no SLURM) starts one torchrun whose two CPU processes train as one DeepSpeed group, and
+so does DeepSpeed's own launcher with `--module videotgb.train`."""
 
 from __future__ import annotations
 
@@ -54,16 +55,29 @@ def test_the_slurm_script_refuses_to_run_outside_a_job(tmp_path):
     assert result.returncode != 0 and "run this script with sbatch" in result.stderr
 
 
-@pytest.mark.slow
-def test_the_slurm_script_trains_with_two_processes_per_node(tmp_path, llama_tokenizer_path, minilm_path):
-    start = tmp_path / "start"
-    real_vocab_model("llama").save_pretrained(start)
-    make_processor(llama_tokenizer_path, minilm_path).save_pretrained(start)
+@pytest.fixture(scope="module")
+def training_argv(tmp_path_factory, llama_tokenizer_path, minilm_path) -> list[str]:
+    """`videotgb-train` flags for one instruct step on two shards (one a rank), without --output_dir."""
+    folder = tmp_path_factory.mktemp("launch")
+    real_vocab_model("llama").save_pretrained(folder / "start")
+    make_processor(llama_tokenizer_path, minilm_path).save_pretrained(folder / "start")
     clip = video_bytes(20)
-    shards = write_shards(
-        tmp_path,
-        [[record(f"s{shard}-{index}", "video", clip, answer="right") for index in range(2)] for shard in (0, 1)],
-    )
+    shards = [[record(f"s{shard}-{index}", "video", clip, answer="right") for index in range(2)] for shard in (0, 1)]
+    argv = ["--stage", "instruct", "--model", str(folder / "start"), "--train_files", *write_shards(folder, shards)]
+    argv += ["--max_steps", "1", "--per_device_train_batch_size", "2", "--shuffle_buffer", "0", "--use_cpu"]
+    return argv + ["--save_strategy", "no", "--deepspeed", "zero2", "--log_level", "info"]
+
+
+def assert_trained_as_two_ranks(result: subprocess.CompletedProcess, output: Path) -> None:
+    assert result.returncode == 0, result.stderr[-4000:]
+    # one group of two ranks: the total batch counts both (a rank training alone would report 2)
+    assert "Total train batch size (w. parallel, distributed & accumulation) = 4" in result.stdout + result.stderr
+    assert json.loads((output / "trainer_state.json").read_text())["global_step"] == 1
+    assert (output / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_the_slurm_script_trains_with_two_processes_per_node(tmp_path, training_argv):
     bin_folder = tmp_path / "bin"
     bin_folder.mkdir()
     executable(bin_folder / "srun", FAKE_SRUN)
@@ -81,17 +95,31 @@ def test_the_slurm_script_trains_with_two_processes_per_node(tmp_path, llama_tok
         HF_HUB_OFFLINE="1",
     )
     output = tmp_path / "out"
-    argv = ["--stage", "instruct", "--model", str(start), "--train_files", *shards, "--output_dir", str(output)]
-    argv += ["--max_steps", "1", "--per_device_train_batch_size", "2", "--shuffle_buffer", "0", "--use_cpu"]
-    argv += ["--save_strategy", "no", "--deepspeed", "zero2", "--log_level", "info"]
     result = subprocess.run(
-        ["bash", str(SCRIPT), *argv], capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path
+        ["bash", str(SCRIPT), *training_argv, "--output_dir", str(output)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=tmp_path,
     )
-    assert result.returncode == 0, result.stderr[-4000:]
+    assert_trained_as_two_ranks(result, output)
     srun_args = (tmp_path / "srun-args").read_text().splitlines()
     assert srun_args[srun_args.index("--rdzv_endpoint") + 1] == f"127.0.0.1:{env['MASTER_PORT']}"
     assert srun_args[srun_args.index("--nproc_per_node") + 1] == "2"
-    # one group of two ranks: the total batch counts both (a rank training alone would report 2)
-    assert "Total train batch size (w. parallel, distributed & accumulation) = 4" in result.stdout + result.stderr
-    assert json.loads((output / "trainer_state.json").read_text())["global_step"] == 1
-    assert (output / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_the_deepspeed_launcher_runs_the_module_with_two_processes(tmp_path, training_argv):
+    output = tmp_path / "out"
+    launcher = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2"]
+    launcher += ["--master_port", str(free_port()), "--module", "videotgb.train"]
+    result = subprocess.run(
+        [*launcher, *training_argv, "--output_dir", str(output)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, DS_ACCELERATOR="cpu", HF_HUB_OFFLINE="1"),
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert_trained_as_two_ranks(result, output)
