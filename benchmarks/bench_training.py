@@ -448,7 +448,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     records = args.batch_size * 2
     with tempfile.TemporaryDirectory(prefix="bench_training_") as folder:
-        for index, seconds in enumerate(args.seconds):
+        durations = args.seconds if "data" in args.modes else args.seconds[:1]  # model only: one batch of the first
+        for index, seconds in enumerate(durations):
             files = build_video_shards(Path(folder) / f"{index}", seconds, records)
             loaders = data_loaders(files, processor, args, video_token_id)
             if "model" in args.modes and index == 0:
