@@ -159,6 +159,9 @@ class VideoTGBTrainer(Trainer):
 
     def __init__(self, *args, stage, pseudo_span_kwargs: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        # `compute_loss` returns each micro-batch's mean loss and ignores `num_items_in_batch`: Trainer must average
+        # over gradient-accumulation steps itself (it would sum them for a model whose forward takes `**kwargs`)
+        self.model_accepts_loss_kwargs = False
         self.stage = stage
         self.pseudo_span_kwargs = pseudo_span_kwargs or {}
         self.record_ids: list[str] = []  # the records this rank trained on, in order
@@ -193,7 +196,9 @@ class VideoTGBTrainer(Trainer):
             self.terms["span_loss"].append(loss.detach().item())
             self.terms["grounding_iou"].extend(ious.tolist())
             return (loss, {"loss": loss}) if return_outputs else loss
-        outputs = model(**inputs, span_targets=span_targets)
+        # every module runs in every step (on placeholders when the batch has no frame or no flow), so that all ranks
+        # gather and reduce the same parameters under ZeRO-3 / ZeRO-2 / DDP, and a text-only batch has a gradient
+        outputs = model(**inputs, span_targets=span_targets, synced_gpus=True)
         for name in ("lm_loss", "span_loss"):
             if outputs.get(name) is not None:
                 self.terms[name].append(outputs[name].detach().item())
