@@ -109,7 +109,7 @@ def test_two_ranks_with_different_media_train_together(
     if backend == "zero3":
         argv += ["--deepspeed", "zero3"]
     else:
-        argv.remove("--use_cpu")  # videotgb-train sets it for several CPU processes without DeepSpeed
+        argv.remove("--use_cpu")  # several CPU processes without DeepSpeed train together without it
     rank0, rank1 = launch_two_ranks(tmp_path, backend, argv)
     assert rank0 == ["t1", "t2", "i1", "t3"] and rank1 == ["v0", "v1", "v2", "v3"]
     assert_same_weights(output, one_process_reference)

@@ -307,16 +307,30 @@ def _prepare_process_state(argv: list[str]) -> None:
     """Create accelerate's process state before TrainingArguments (which then uses it, `use_configured_state`).
 
     Several CPU processes (torchrun or the deepspeed launcher without GPUs) need the gloo backend, or each rank
-    would believe it trains alone; with `--deepspeed` the state must be DeepSpeed's.
+    would believe it trains alone: with `--deepspeed` the state must be DeepSpeed's, and plain DDP needs a CPU
+    state (`cpu=True`, what `--use_cpu` would ask for), which it gets whether `--use_cpu` is given or not.
     """
     from accelerate import PartialState
 
-    if "--deepspeed" in argv or any(value.startswith("--deepspeed=") for value in argv):
+    deepspeed = "--deepspeed" in argv or any(value.startswith("--deepspeed=") for value in argv)
+    if deepspeed:
         os.environ.setdefault("ACCELERATE_USE_DEEPSPEED", "true")
         if not torch.cuda.is_available():
             os.environ.setdefault("DS_ACCELERATOR", "cpu")
     several_cpu_processes = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
-    PartialState(**({"backend": "gloo"} if several_cpu_processes else {}))
+    PartialState(**({"backend": "gloo", "cpu": not deepspeed} if several_cpu_processes else {}))
+
+
+def _check_world_size(training_args: TrainingArguments) -> None:
+    """TrainingSetupError when the launcher started several processes but Trainer would let each train alone."""
+    from transformers.training_args import ParallelMode
+
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and training_args.parallel_mode != ParallelMode.DISTRIBUTED:
+        raise TrainingSetupError(
+            f"{launched} processes were launched, but Trainer would let each train alone on its own shards "
+            f"(parallel mode {training_args.parallel_mode.value}); check the launcher and the device flags"
+        )
 
 
 def train(argv: list[str] | None = None) -> Path:
@@ -324,6 +338,7 @@ def train(argv: list[str] | None = None) -> Path:
     argv = _resolve_deepspeed_flag(sys.argv[1:] if argv is None else argv)
     _prepare_process_state(argv)
     model_args, data_args, training_args = build_parser().parse_args_into_dataclasses(argv)
+    _check_world_size(training_args)
     stage_name = model_args.stage
     lora = lora_settings(model_args)
     files, file_format = expand_files(data_args.train_files, data_args.file_format)
