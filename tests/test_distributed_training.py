@@ -113,3 +113,37 @@ def test_two_ranks_with_different_media_train_together(
     rank0, rank1 = launch_two_ranks(tmp_path, backend, argv)
     assert rank0 == ["t1", "t2", "i1", "t3"] and rank1 == ["v0", "v1", "v2", "v3"]
     assert_same_weights(output, one_process_reference)
+
+
+@pytest.mark.slow
+def test_zero3_start_from_blip_and_bert_copies_bert_into_the_bridge(
+    homogeneous_shards, llama_tokenizer_path, minilm_path, tmp_path
+):
+    """Under ZeRO-3 `from_pretrained` leaves each rank a shard of every parameter; the BERT weights must still
+    reach the bridge whole. The instruct stage freezes the bridge, vision tower and LM, so the saved model holds
+    them as built: they must equal BERT's and the VLM's weights, and those of a build without DeepSpeed."""
+    from conftest import write_blip_folder
+
+    from videotgb.init_checkpoint import build_from_blip_and_bert
+    from videotgb.modeling_videotgb import load_safetensors_state_dict
+
+    vlm = write_blip_folder(tmp_path / "vlm", llama_tokenizer_path, minilm_path)
+    output = tmp_path / "zero3"
+    argv = ["--vlm", str(vlm), "--bert", str(minilm_path), "--train_files", *homogeneous_shards]
+    argv += ["--output_dir", str(output), *ARGS, "--max_steps", "1", "--deepspeed", "zero3"]
+    launch_two_ranks(tmp_path, "blip-zero3", argv)
+
+    trained = VideoTGBForConditionalGeneration.from_pretrained(output).state_dict()
+    bert = load_safetensors_state_dict(str(minilm_path))
+    from_bert = [key for key in trained if key.startswith(("bridge.embeddings.", "bridge.encoder.layer."))]
+    from_bert = [key for key in from_bert if ".crossattention." not in key]
+    # word and token-type embeddings, their LayerNorm; 16 tensors in each of BERT's layers 3-5 (a fusion bridge)
+    assert len(from_bert) == 4 + 3 * 16
+    for key in from_bert:
+        assert torch.equal(trained[key], bert[key.removeprefix("bridge.")]), key
+
+    built, _ = build_from_blip_and_bert(str(vlm), str(minilm_path), bridge_overrides={"flow_estimator": "dis"})
+    reference = built.state_dict()
+    as_built = [key for key in trained if key.startswith(("vision_model.", "language_model.")) or "rotary" in key]
+    for key in as_built + from_bert:
+        assert torch.equal(trained[key], reference[key]), key

@@ -830,6 +830,8 @@ class VideoTGBBridgeModel(VideoTGBBridgePreTrainedModel):
 
         Returns the bridge parameters that stay newly initialised (cross-attention, flow embedding, span head,
         rotary tables). Raises ValueError when a weight the bridge expects from BERT is missing or mis-shaped.
+        Under DeepSpeed ZeRO-3, where `from_pretrained` leaves each process a shard of every parameter, the
+        bridge's parameters are gathered for the copy and rank 0's copy is shared out again.
         """
         renamed = {}
         for key, value in state_dict.items():
@@ -839,6 +841,21 @@ class VideoTGBBridgeModel(VideoTGBBridgePreTrainedModel):
                 .replace("LayerNorm.beta", "LayerNorm.bias")
             )
             renamed[key] = value
+        with self._gathered_parameters():
+            return self._copy_bert_weights(renamed)
+
+    @contextlib.contextmanager
+    def _gathered_parameters(self) -> Iterator[None]:
+        """Whole parameters inside (as without ZeRO-3); under ZeRO-3, rank 0's changes are kept on leaving."""
+        if not is_deepspeed_zero3_enabled():
+            yield
+            return
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(self.parameters()), modifier_rank=0):
+            yield
+
+    def _copy_bert_weights(self, renamed: dict[str, torch.Tensor]) -> list[str]:
         own = self.state_dict()
         from_bert = [
             key
