@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib
 import json
 import re
 from collections import Counter
@@ -850,8 +851,9 @@ class VideoTGBBridgeModel(VideoTGBBridgePreTrainedModel):
         if not is_deepspeed_zero3_enabled():
             yield
             return
-        import deepspeed
-
+        # by name: transformers refuses a remote-code file with an `import` statement of a module that is not
+        # installed, and DeepSpeed is installed only where ZeRO-3 runs
+        deepspeed = importlib.import_module("deepspeed")
         with deepspeed.zero.GatheredParameters(list(self.parameters()), modifier_rank=0):
             yield
 
