@@ -1389,8 +1389,8 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
         decoder_input_ids: torch.LongTensor | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
-        synced_gpus: bool | None = None,
         return_dict: bool | None = None,
+        synced_gpus: bool | None = None,
         **kwargs,
     ) -> VideoTGBOutput | tuple:
         r"""
