@@ -424,3 +424,47 @@ def test_pickled_weights_are_refused_unless_asked_for(tmp_path):
         AutoModel.from_pretrained(tmp_path, trust_remote_code=True)
     loaded = VideoTGBForConditionalGeneration.from_pretrained(tmp_path, use_safetensors=False)
     assert torch.equal(loaded.query_tokens, model.query_tokens)
+
+
+def without_media(batch: dict, kind: str) -> dict:
+    """`batch` (of `video_batch`) as images (first frame, no flow), text only, or with given keyframes."""
+    batch = dict(batch)
+    if kind in ("image", "text"):
+        batch.pop("flow"), batch.pop("flow_mask")
+    if kind == "image":
+        batch["pixel_values"] = batch["pixel_values"][:, :1]
+    if kind == "text":
+        batch.pop("pixel_values")
+    if kind == "keyframes":
+        batch["keyframe_indices"] = torch.tensor([[0, 3], [1, 7]])
+    return batch
+
+
+def loss_and_gradients(model, batch: dict, synced_gpus: bool):
+    model.zero_grad(set_to_none=True)
+    out = model(**batch, synced_gpus=synced_gpus)
+    out.loss.backward()
+    return out, {name: parameter.grad for name, parameter in model.named_parameters()}
+
+
+@pytest.mark.parametrize("language_model", ["llama", "t5"])
+def test_synced_gpus_runs_every_module_without_changing_outputs_or_gradients(language_model):
+    """What ZeRO-3 needs: whatever a batch holds, the same modules run and the same parameters get gradients, and
+    what the batch did not need adds exactly zero to the loss and to every gradient."""
+    model = randomize_(tiny_model(language_model), std=0.1)
+    videos = video_batch(model.config)
+    _, video_gradients = loss_and_gradients(model, videos, synced_gpus=True)
+    with_gradient = {name for name, gradient in video_gradients.items() if gradient is not None}
+    assert any(name.startswith("bridge.") for name in with_gradient)  # the keyframe-selecting bridge too
+    for kind in ("video", "image", "text", "keyframes"):
+        batch = without_media(videos, kind)
+        plain, plain_gradients = loss_and_gradients(model, batch, synced_gpus=False)
+        synced, synced_gradients = loss_and_gradients(model, batch, synced_gpus=True)
+        assert torch.equal(plain.loss, synced.loss) and torch.equal(plain.logits, synced.logits), kind
+        assert {name for name, gradient in synced_gradients.items() if gradient is not None} == with_gradient, kind
+        for name, gradient in plain_gradients.items():
+            if gradient is None:
+                assert synced_gradients[name] is None or not synced_gradients[name].any(), (kind, name)
+            else:
+                assert torch.equal(gradient, synced_gradients[name]), (kind, name)
+    assert not model.runs_every_module()  # by default only several processes under ZeRO-3 or FSDP

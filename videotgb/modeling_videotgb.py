@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib
 import json
 import re
 from collections import Counter
@@ -31,6 +32,8 @@ from transformers import (
 )
 from transformers import initialization as init
 from transformers.activations import ACT2FN
+from transformers.distributed.fsdp import is_fsdp_managed_module
+from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.blip_2.configuration_blip_2 import Blip2QFormerConfig
@@ -828,6 +831,8 @@ class VideoTGBBridgeModel(VideoTGBBridgePreTrainedModel):
 
         Returns the bridge parameters that stay newly initialised (cross-attention, flow embedding, span head,
         rotary tables). Raises ValueError when a weight the bridge expects from BERT is missing or mis-shaped.
+        Under DeepSpeed ZeRO-3, where `from_pretrained` leaves each process a shard of every parameter, the
+        bridge's parameters are gathered for the copy and rank 0's copy is shared out again.
         """
         renamed = {}
         for key, value in state_dict.items():
@@ -837,6 +842,22 @@ class VideoTGBBridgeModel(VideoTGBBridgePreTrainedModel):
                 .replace("LayerNorm.beta", "LayerNorm.bias")
             )
             renamed[key] = value
+        with self._gathered_parameters():
+            return self._copy_bert_weights(renamed)
+
+    @contextlib.contextmanager
+    def _gathered_parameters(self) -> Iterator[None]:
+        """Whole parameters inside (as without ZeRO-3); under ZeRO-3, rank 0's changes are kept on leaving."""
+        if not is_deepspeed_zero3_enabled():
+            yield
+            return
+        # by name: transformers refuses a remote-code file with an `import` statement of a module that is not
+        # installed, and DeepSpeed is installed only where ZeRO-3 runs
+        deepspeed = importlib.import_module("deepspeed")
+        with deepspeed.zero.GatheredParameters(list(self.parameters()), modifier_rank=0):
+            yield
+
+    def _copy_bert_weights(self, renamed: dict[str, torch.Tensor]) -> list[str]:
         own = self.state_dict()
         from_bert = [
             key
@@ -1231,6 +1252,42 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
         features = per_sample.new_zeros(shape).index_put((rows.to(per_sample.device),), per_sample)
         return features, visual_mask
 
+    def runs_every_module(self, synced_gpus: bool | None = None) -> bool:
+        """Whether a forward pass must run every module whatever its batch holds: `synced_gpus` when given, else
+        whether several processes share the parameters under DeepSpeed ZeRO-3 or FSDP (the test of transformers'
+        `generate`). There a module's parameters are gathered from all ranks when it runs, so a rank that skipped
+        the vision tower on a text-only batch would wait forever for the others."""
+        if synced_gpus is not None:
+            return synced_gpus
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        several = distributed and torch.distributed.get_world_size() > 1
+        return several and (is_deepspeed_zero3_enabled() or is_fsdp_managed_module(self))
+
+    def _bridge_sum(self, bridge_output: VideoTGBBridgeOutput | None, device: torch.device) -> torch.Tensor:
+        """Sum of the bridge's span logits over valid flow steps, `()` float32; with no bridge output, of the bridge
+        run on a placeholder: one step of zero flow and a one-token question (id 0, valid in every vocabulary)."""
+        if bridge_output is None:
+            size = self.config.bridge_config.flow_size
+            # float32, cast by the bridge: reading its dtype here would gather a weight on this rank alone (ZeRO-3)
+            flow = torch.zeros(1, 1, 2, size, size, device=device)
+            token = torch.zeros(1, 1, dtype=torch.long, device=device)
+            bridge_output = self.run_bridge(flow, torch.ones_like(token), token, torch.ones_like(token), 1)
+        logits = bridge_output.start_logits.float() + bridge_output.end_logits.float()
+        steps = torch.arange(logits.shape[1], device=logits.device)
+        padded = steps[None, :] >= bridge_output.flow_lengths.to(logits.device)[:, None]
+        return logits.masked_fill(padded, 0).sum()  # padded steps hold the dtype's minimum
+
+    def _placeholder_visual_sum(self, device: torch.device) -> torch.Tensor:
+        """Sum of the visual tokens of a placeholder sample, `()` float32: one black candidate frame picked
+        `num_keyframes` times, with a one-token instruction (id 0), through `get_video_features`."""
+        size = self.config.vision_config.image_size
+        frame = torch.zeros(1, 1, 3, size, size, device=device)
+        keyframes = torch.zeros(1, self.config.num_keyframes, dtype=torch.long, device=device)
+        token = torch.zeros(1, 1, dtype=torch.long, device=device)
+        one = torch.ones(1, dtype=torch.long, device=device)
+        features, _ = self.get_video_features(frame, keyframes, one, token, torch.ones_like(token))
+        return features.float().sum()
+
     def _encode(
         self,
         input_ids: torch.LongTensor | None,
@@ -1248,15 +1305,22 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
         keyframe_indices: torch.LongTensor | None,
         need_bridge: bool,
         selection_strategy: str | None = None,
+        synced_gpus: bool | None = None,
     ) -> dict:
         """Shared by `forward` and `generate`: select keyframes, encode them, and build the LM's input embeddings
-        (the visual tokens merged with the text's embeddings, `inputs_embeds` or those of `input_ids`)."""
+        (the visual tokens merged with the text's embeddings, `inputs_embeds` or those of `input_ids`).
+
+        With `synced_gpus` (see `forward`), the bridge and the visual modules run on placeholders when the batch
+        gives them nothing, at the point where they would run on real inputs (every rank must run, and gather the
+        parameters of, the same modules in the same order), and what the loss would not read (placeholders, a
+        bridge that only selected keyframes) enters the visual tokens times zero."""
         pixel_values, frame_counts = self._check_inputs(
             input_ids, inputs_embeds, pixel_values, frame_mask, keyframe_indices
         )
         batch_size = frame_counts.shape[0]
         if flow is not None and pixel_values is None:
             raise ValueError("flow was given without pixel_values (the candidate frames it selects from)")
+        device = (input_ids if inputs_embeds is None else inputs_embeds).device
 
         bridge_output = None
         if keyframe_indices is None:
@@ -1265,6 +1329,8 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
             )
         elif need_bridge and flow is not None:
             bridge_output = self.run_bridge(flow, flow_mask, bridge_input_ids, bridge_attention_mask, batch_size)
+        synced = self.runs_every_module(synced_gpus)
+        outside_the_loss = [self._bridge_sum(bridge_output, device)] if synced else []
 
         text_embeds = self.get_input_embeddings()(input_ids) if inputs_embeds is None else inputs_embeds
         if attention_mask is None:
@@ -1279,7 +1345,11 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
             visual, visual_mask = self.get_video_features(
                 pixel_values, keyframe_indices, frame_counts, qformer_input_ids, qformer_attention_mask
             )
+        if synced and not frame_counts.any():
+            outside_the_loss.append(self._placeholder_visual_sum(device))
         visual = visual.to(text_embeds.device, text_embeds.dtype)
+        if outside_the_loss:  # zero in value; in the graph, so that those modules get (zero) gradients
+            visual = visual + (sum(outside_the_loss) * 0).to(visual)
         visual_mask = visual_mask.to(attention_mask.device)
         decoder_labels = None
         if self.config.use_decoder_only_language_model:
@@ -1320,6 +1390,7 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
         decoder_attention_mask: torch.Tensor | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         return_dict: bool | None = None,
+        synced_gpus: bool | None = None,
         **kwargs,
     ) -> VideoTGBOutput | tuple:
         r"""
@@ -1352,6 +1423,14 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
         inputs_embeds (`torch.FloatTensor` of shape `(batch_size, length, text_hidden_size)`, *optional*):
             The text's embeddings instead of `input_ids` (e.g. `model.get_input_embeddings()(input_ids)`); the visual
             tokens are merged with them as with those of `input_ids`.
+        synced_gpus (`bool`, *optional*):
+            Run the vision tower, Q-Former, projection and bridge whatever the batch holds (on placeholder inputs
+            when it has no frame or no flow) and add what the loss would not read times zero: outputs, loss and
+            gradients are unchanged, and the same parameters get a gradient (zero where unused) for every batch.
+            Under DeepSpeed ZeRO-3 or FSDP every process must run the same modules in every step (a module's sharded
+            parameters are gathered when it runs), and gradient reduction needs the same parameters on every rank;
+            `videotgb-train` always sets it. Defaults to `runs_every_module()`: on when several processes run under
+            ZeRO-3 or FSDP.
         kwargs:
             Further arguments of the language model's forward (`use_cache`, `output_hidden_states`, ...).
         """
@@ -1372,6 +1451,7 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
             qformer_attention_mask,
             keyframe_indices,
             need_bridge=span_targets is not None,
+            synced_gpus=synced_gpus,
         )
         lm_kwargs = {**kwargs, "inputs_embeds": encoded["inputs_embeds"], "attention_mask": encoded["attention_mask"]}
         if self.config.use_decoder_only_language_model:
@@ -1447,6 +1527,8 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
             `eval_selection` (the model is expected in eval mode).
         inputs_embeds (`torch.FloatTensor` of shape `(batch_size, length, text_hidden_size)`, *optional*): the
             prompt's embeddings instead of `input_ids`, as in `forward`.
+        synced_gpus (`bool`, *optional*): as in `forward` for the visual part, and passed on to the language model's
+            `generate`; both default to on when several processes run under ZeRO-3 or FSDP.
         """
         _refuse_arguments(generate_kwargs, _ARGUMENTS_FORWARD_REFUSES | _ARGUMENTS_GENERATE_REFUSES)
         if hasattr(self, "hf_device_map") and hasattr(self.language_model, "_hf_hook"):
@@ -1467,6 +1549,7 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
             keyframe_indices,
             need_bridge=False,
             selection_strategy=selection_strategy,
+            synced_gpus=generate_kwargs.get("synced_gpus"),
         )
         generation_config = copy.deepcopy(generate_kwargs.pop("generation_config", None) or self.generation_config)
         model_kwargs = generation_config.update(**generate_kwargs)

@@ -159,6 +159,9 @@ class VideoTGBTrainer(Trainer):
 
     def __init__(self, *args, stage, pseudo_span_kwargs: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        # `compute_loss` returns each micro-batch's mean loss and ignores `num_items_in_batch`: Trainer must average
+        # over gradient-accumulation steps itself (it would sum them for a model whose forward takes `**kwargs`)
+        self.model_accepts_loss_kwargs = False
         self.stage = stage
         self.pseudo_span_kwargs = pseudo_span_kwargs or {}
         self.record_ids: list[str] = []  # the records this rank trained on, in order
@@ -193,7 +196,9 @@ class VideoTGBTrainer(Trainer):
             self.terms["span_loss"].append(loss.detach().item())
             self.terms["grounding_iou"].extend(ious.tolist())
             return (loss, {"loss": loss}) if return_outputs else loss
-        outputs = model(**inputs, span_targets=span_targets)
+        # every module runs in every step (on placeholders when the batch has no frame or no flow), so that all ranks
+        # gather and reduce the same parameters under ZeRO-3 / ZeRO-2 / DDP, and a text-only batch has a gradient
+        outputs = model(**inputs, span_targets=span_targets, synced_gpus=True)
         for name in ("lm_loss", "span_loss"):
             if outputs.get(name) is not None:
                 self.terms[name].append(outputs[name].detach().item())
@@ -302,16 +307,30 @@ def _prepare_process_state(argv: list[str]) -> None:
     """Create accelerate's process state before TrainingArguments (which then uses it, `use_configured_state`).
 
     Several CPU processes (torchrun or the deepspeed launcher without GPUs) need the gloo backend, or each rank
-    would believe it trains alone; with `--deepspeed` the state must be DeepSpeed's.
+    would believe it trains alone: with `--deepspeed` the state must be DeepSpeed's, and plain DDP needs a CPU
+    state (`cpu=True`, what `--use_cpu` would ask for), which it gets whether `--use_cpu` is given or not.
     """
     from accelerate import PartialState
 
-    if "--deepspeed" in argv or any(value.startswith("--deepspeed=") for value in argv):
+    deepspeed = "--deepspeed" in argv or any(value.startswith("--deepspeed=") for value in argv)
+    if deepspeed:
         os.environ.setdefault("ACCELERATE_USE_DEEPSPEED", "true")
         if not torch.cuda.is_available():
             os.environ.setdefault("DS_ACCELERATOR", "cpu")
     several_cpu_processes = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
-    PartialState(**({"backend": "gloo"} if several_cpu_processes else {}))
+    PartialState(**({"backend": "gloo", "cpu": not deepspeed} if several_cpu_processes else {}))
+
+
+def _check_world_size(training_args: TrainingArguments) -> None:
+    """TrainingSetupError when the launcher started several processes but Trainer would let each train alone."""
+    from transformers.training_args import ParallelMode
+
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and training_args.parallel_mode != ParallelMode.DISTRIBUTED:
+        raise TrainingSetupError(
+            f"{launched} processes were launched, but Trainer would let each train alone on its own shards "
+            f"(parallel mode {training_args.parallel_mode.value}); check the launcher and the device flags"
+        )
 
 
 def train(argv: list[str] | None = None) -> Path:
@@ -319,6 +338,7 @@ def train(argv: list[str] | None = None) -> Path:
     argv = _resolve_deepspeed_flag(sys.argv[1:] if argv is None else argv)
     _prepare_process_state(argv)
     model_args, data_args, training_args = build_parser().parse_args_into_dataclasses(argv)
+    _check_world_size(training_args)
     stage_name = model_args.stage
     lora = lora_settings(model_args)
     files, file_format = expand_files(data_args.train_files, data_args.file_format)
