@@ -139,17 +139,102 @@ def test_instruct_lora_saves_a_merged_model_and_the_adapter(checkpoint, mixed_sh
         torch.testing.assert_close(with_adapter(**batch).logits, merged(**batch).logits, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("stage", ["instruct", "instruct_lora"])
-def test_resuming_from_a_checkpoint_gives_the_uninterrupted_run_s_weights(checkpoint, mixed_shards, tmp_path, stage):
+def test_resuming_a_lora_stage_gives_the_uninterrupted_run_s_weights(checkpoint, mixed_shards, tmp_path):
     extra = ["--per_device_train_batch_size", "3", "--max_steps", "4", "--learning_rate", "1e-3"]
-    run_stage(stage, checkpoint, mixed_shards, tmp_path / "whole", *extra)
+    run_stage("instruct_lora", checkpoint, mixed_shards, tmp_path / "whole", *extra)
+    first = tmp_path / "first"
     run_stage(
-        stage, checkpoint, mixed_shards, tmp_path / "first", *extra, "--save_strategy", "steps", "--save_steps", "2"
+        "instruct_lora", checkpoint, mixed_shards, first, *extra, "--save_strategy", "steps", "--save_steps", "2"
     )
     resumed = tmp_path / "resumed"
-    resume = ["--resume_from_checkpoint", str(tmp_path / "first" / "checkpoint-2")]
-    run_stage(stage, checkpoint, mixed_shards, resumed, *extra, *resume)
+    resume = ["--resume_from_checkpoint", str(first / "checkpoint-2")]
+    run_stage("instruct_lora", checkpoint, mixed_shards, resumed, *extra, *resume)
     assert changed_parameters(tmp_path / "whole", resumed) == set()
+
+
+@pytest.fixture(scope="module")
+def resume_shards(tmp_path_factory):
+    """Two shards of 8 distinct video records with a bad record in each: `s0-2` is read before the middle checkpoint
+    of the resume tests, `s1-4` after it."""
+    clip = video_bytes(20)
+    shards = [
+        [record(f"s{shard}-{index}", "video", clip, answer=f"a{index}") for index in range(8)] for shard in (0, 1)
+    ]
+    shards[0][2] = record("s0-2", "video", b"\x00garbage")
+    shards[1][4] = record("s1-4", "video", None)
+    return write_shards(tmp_path_factory.mktemp("resume"), shards)
+
+
+@pytest.fixture
+def record_reading(monkeypatch, tmp_path):
+    """Record the ids of the records decoded (in the data loader's worker processes too: a file) and trained on."""
+    import videotgb.training.data as data
+    from videotgb.train import VideoTGBTrainer
+
+    decoded_log, trained = tmp_path / "decoded.txt", []
+    decode, compute_loss = data.decode_record, VideoTGBTrainer.compute_loss
+
+    def decode_and_log(record, processor):
+        with decoded_log.open("a") as log:
+            log.write(f"{record['id']}\n")
+        return decode(record, processor)
+
+    def compute_loss_and_log(self, model, inputs, *args, **kwargs):
+        trained.extend(inputs["record_ids"])
+        return compute_loss(self, model, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(data, "decode_record", decode_and_log)
+    monkeypatch.setattr(VideoTGBTrainer, "compute_loss", compute_loss_and_log)
+
+    def take() -> tuple[list[str], list[str]]:
+        """(decoded, trained) since the last call."""
+        decoded = decoded_log.read_text().split() if decoded_log.exists() else []
+        decoded_log.unlink(missing_ok=True)
+        taken = list(trained)
+        trained.clear()
+        return decoded, taken
+
+    return take
+
+
+@pytest.mark.parametrize(
+    "workers, accumulation, save_steps",
+    [(0, 1, 3), pytest.param(2, 2, 2, marks=pytest.mark.slow)],
+)
+def test_resuming_decodes_only_the_records_after_the_checkpoint_and_ends_with_the_same_weights(
+    checkpoint, resume_shards, tmp_path, record_reading, workers, accumulation, save_steps
+):
+    extra = [
+        "--max_steps",
+        str(6 // accumulation),
+        "--learning_rate",
+        "1e-3",
+        "--dataloader_num_workers",
+        str(workers),
+    ]
+    extra += ["--gradient_accumulation_steps", str(accumulation)]
+    whole = tmp_path / "whole"  # the uninterrupted run, with a checkpoint in the middle
+    saving = ["--save_strategy", "steps", "--save_steps", str(save_steps)]
+    history = run_stage("instruct", checkpoint, resume_shards, whole, *extra, *saving)
+    _, trained_whole = record_reading()
+    assert len(trained_whole) == 12 and not {"s0-2", "s1-4"} & set(trained_whole)
+    middle = whole / f"checkpoint-{save_steps}"
+    assert (middle / "dataset_state_rank0.json").is_file()
+
+    resumed = tmp_path / "resumed"
+    resumed_history = run_stage(
+        "instruct", checkpoint, resume_shards, resumed, *extra, "--resume_from_checkpoint", str(middle)
+    )
+    decoded, trained = record_reading()
+    consumed = 2 * accumulation * save_steps
+    assert trained == trained_whole[consumed:]
+    # nothing trained on before the checkpoint, nor the bad record read before it, is decoded again
+    assert not set(decoded) & {*trained_whole[:consumed], "s0-2"} and set(trained) <= set(decoded)
+    assert "s1-4" in decoded
+    assert changed_parameters(whole, resumed) == set()
+    skipped = {key: value for key, value in history[-1].items() if key.startswith("skipped_")}
+    assert skipped["skipped_undecodable_video"] == 1 and skipped["skipped_missing_video"] == 1
+    assert {key: resumed_history[-1][key] for key in skipped} == skipped
 
 
 @pytest.mark.parametrize("format_out", ["parquet", "webdataset"])
