@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from itertools import islice
 
 import numpy as np
 import pytest
@@ -123,11 +124,13 @@ def test_sources_mix_in_the_given_proportions_reproducibly(three_sources, proces
 
     def first_ids(seed: int, count: int = 300) -> list[str]:
         stream = stream_examples(three_sources, processor, seed=seed, probabilities=probabilities)
-        return [example["id"] for _, example in zip(range(count), stream)]
+        return [example["id"] for example in islice(stream, count)]
 
     ids = first_ids(seed=0)
     counts = Counter(record_id[0] for record_id in ids)
-    for name, probability in zip("abc", probabilities):  # within 4 standard deviations of the binomial count
+    for name, probability in zip(
+        "abc", probabilities, strict=True
+    ):  # within 4 standard deviations of the binomial count
         assert abs(counts[name] - 300 * probability) < 4 * (300 * probability * (1 - probability)) ** 0.5
     assert first_ids(seed=0) == ids and first_ids(seed=1) != ids
     # each source is read in its own order, shard after shard
