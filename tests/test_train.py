@@ -295,6 +295,55 @@ def test_deepspeed_zero2_in_one_process_trains_the_stage_and_saves(checkpoint, v
     assert changed and all(key.startswith("bridge.") for key in changed)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("deepspeed", [False, True], ids=["plain", "zero2"])
+def test_a_run_killed_after_a_checkpoint_resumes_to_the_never_killed_run_s_weights(
+    checkpoint, resume_shards, tmp_path, deepspeed
+):
+    import signal
+    import time
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    argv = ["--stage", "instruct", "--model", str(checkpoint), "--train_files", *resume_shards, *COMMON]
+    argv += ["--per_device_train_batch_size", "1", "--max_steps", "6", "--learning_rate", "1e-3"]
+    argv += ["--save_strategy", "steps", "--save_steps", "2"]
+    if deepspeed:  # ZeRO-2 in one process
+        env.update(DS_ACCELERATOR="cpu", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+        env.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+        argv += ["--deepspeed", "zero2"]
+
+    def train(output: Path, *extra: str, **kwargs) -> subprocess.Popen:
+        log = (tmp_path / f"{output.name}.log").open("a")
+        command = [sys.executable, "-m", "videotgb.train", *argv, "--output_dir", str(output), *extra]
+        return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, **kwargs)
+
+    def finish(process: subprocess.Popen, output: Path) -> None:
+        assert process.wait(timeout=600) == 0, (tmp_path / f"{output.name}.log").read_text()[-4000:]
+
+    killed = tmp_path / "killed"
+    process = train(killed)
+    state, deadline = killed / "checkpoint-2" / "trainer_state.json", time.monotonic() + 600
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            json.loads(state.read_text())  # Trainer writes it last: the checkpoint is complete
+            break
+        except (OSError, ValueError):
+            time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL, "the run ended before the test could kill it"
+    assert not (killed / "model.safetensors").exists()
+    # a checkpoint the run was killed while writing: `last` passes over it
+    (killed / "checkpoint-1000").mkdir()
+    (killed / "checkpoint-1000" / "model.safetensors").write_bytes(b"")
+
+    finish(train(killed, "--resume_from_checkpoint", "last"), killed)
+    whole = tmp_path / "whole"
+    finish(train(whole), whole)
+    assert changed_parameters(whole, killed) == set()
+    assert "checkpoint-1000: an incomplete checkpoint" in (tmp_path / "killed.log").read_text()
+    assert json.loads((killed / "trainer_state.json").read_text())["global_step"] == 6
+
+
 TWO_RANKS = textwrap.dedent(
     """
     import json
