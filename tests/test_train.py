@@ -238,6 +238,22 @@ def test_resuming_decodes_only_the_records_after_the_checkpoint_and_ends_with_th
     assert {key: resumed_history[-1][key] for key in skipped} == skipped
 
 
+@pytest.mark.slow
+def test_resuming_in_a_later_pass_over_the_data_continues_that_pass(
+    checkpoint, resume_shards, tmp_path, record_reading
+):
+    extra = ["--max_steps", "10", "--learning_rate", "1e-3"]  # 20 examples: the 14 good records, then 6 again
+    whole = tmp_path / "whole"
+    run_stage("instruct", checkpoint, resume_shards, whole, *extra, "--save_strategy", "steps", "--save_steps", "8")
+    _, trained_whole = record_reading()
+    middle = whole / "checkpoint-8"
+    assert json.loads((middle / "dataset_state_rank0.json").read_text())["epoch"] == 1
+    resumed = tmp_path / "resumed"
+    run_stage("instruct", checkpoint, resume_shards, resumed, *extra, "--resume_from_checkpoint", str(middle))
+    _, trained = record_reading()
+    assert trained == trained_whole[16:] and changed_parameters(whole, resumed) == set()
+
+
 @pytest.mark.slow  # about 10 s: pytest's captured log records keep a mixed stream open until after the test
 def test_sources_mixed_with_probabilities_train_in_the_mix_s_order(
     checkpoint, resume_shards, tmp_path, record_reading, no_shutdown_pause
@@ -513,6 +529,10 @@ class TestBadFlagsAreRefusedBeforeAnyWork:
         assert "--source_stopping_strategy never: must be one of first_exhausted" in err
 
     def test_shards_of_another_schema_version(self, refused, video_shards, tmp_path):
+        import io
+        import tarfile
+
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         table = pq.read_table(video_shards[0])
@@ -520,6 +540,17 @@ class TestBadFlagsAreRefusedBeforeAnyWork:
         pq.write_table(table.replace_schema_metadata({"videotgb_schema_version": "0"}), old)
         err = refused(replace={"--train_files": [str(old)]})
         assert f"{old}: shards of record schema version 0" in err
+        column = tmp_path / "column.parquet"  # no metadata: the first record's schema_version
+        pq.write_table(table.append_column("schema_version", pa.array([3] * len(table), pa.int32())), column)
+        assert f"{column}: shards of record schema version 3" in refused(replace={"--train_files": [str(column)]})
+        tar = tmp_path / "old.tar"
+        with tarfile.open(tar, "w") as archive:
+            data = json.dumps({"id": "x", "kind": "text", "schema_version": 0}).encode()
+            info = tarfile.TarInfo("000000000.json")
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+        err = refused("--file_format", "webdataset", replace={"--train_files": [str(tar)]})
+        assert f"{tar}: shards of record schema version 0" in err
         folder = tmp_path / "build"
         folder.mkdir()
         manifest = {"complete": True, "schema_version": 2, "format": "parquet", "shards": [{"name": "old.parquet"}]}
