@@ -15,6 +15,7 @@ from __future__ import annotations
 import glob
 import os
 import sys
+import tarfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -135,7 +136,13 @@ def expand_sources(patterns: list[str], file_format: str) -> tuple[list[list[str
             if not files:
                 raise TrainingSetupError(f"--train_files {pattern}: no shard files match")
             formats.add(file_format)
-            check_schema_version(files[0], shard_schema_version(files[0], file_format))
+            try:
+                version = shard_schema_version(files[0], file_format)
+            except (OSError, ValueError, tarfile.TarError) as error:
+                raise TrainingSetupError(
+                    f"--train_files {pattern}: {files[0]} is not a readable {file_format} shard ({error})"
+                ) from None
+            check_schema_version(files[0], version)
         sources.append(files)
     if len(formats) > 1:
         raise TrainingSetupError(f"--train_files mixes shard formats {sorted(formats)}; train on one format")
