@@ -300,3 +300,12 @@ def assert_one_line_error(status: int, err: str, *fragments: str) -> None:
     assert len(lines) == 1 and "Traceback" not in err, err
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture
+def no_shutdown_pause(monkeypatch):
+    """datasets pauses 5 s whenever a mix of Parquet sources stops (a guard against a pyarrow bug that the pinned
+    pyarrow no longer has); tests that stop many mixes skip the pause."""
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "SLEEP_TIME_ON_THREADS_SHUTDOWN", 0)

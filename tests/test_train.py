@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from itertools import islice
 from pathlib import Path
 
 import pytest
@@ -139,17 +140,134 @@ def test_instruct_lora_saves_a_merged_model_and_the_adapter(checkpoint, mixed_sh
         torch.testing.assert_close(with_adapter(**batch).logits, merged(**batch).logits, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("stage", ["instruct", "instruct_lora"])
-def test_resuming_from_a_checkpoint_gives_the_uninterrupted_run_s_weights(checkpoint, mixed_shards, tmp_path, stage):
+def test_resuming_a_lora_stage_gives_the_uninterrupted_run_s_weights(checkpoint, mixed_shards, tmp_path):
     extra = ["--per_device_train_batch_size", "3", "--max_steps", "4", "--learning_rate", "1e-3"]
-    run_stage(stage, checkpoint, mixed_shards, tmp_path / "whole", *extra)
+    run_stage("instruct_lora", checkpoint, mixed_shards, tmp_path / "whole", *extra)
+    first = tmp_path / "first"
     run_stage(
-        stage, checkpoint, mixed_shards, tmp_path / "first", *extra, "--save_strategy", "steps", "--save_steps", "2"
+        "instruct_lora", checkpoint, mixed_shards, first, *extra, "--save_strategy", "steps", "--save_steps", "2"
     )
     resumed = tmp_path / "resumed"
-    resume = ["--resume_from_checkpoint", str(tmp_path / "first" / "checkpoint-2")]
-    run_stage(stage, checkpoint, mixed_shards, resumed, *extra, *resume)
+    resume = ["--resume_from_checkpoint", str(first / "checkpoint-2")]
+    run_stage("instruct_lora", checkpoint, mixed_shards, resumed, *extra, *resume)
     assert changed_parameters(tmp_path / "whole", resumed) == set()
+
+
+@pytest.fixture(scope="module")
+def resume_shards(tmp_path_factory):
+    """Two shards of 8 distinct video records with a bad record in each: `s0-2` is read before the middle checkpoint
+    of the resume tests, `s1-4` after it."""
+    clip = video_bytes(20)
+    shards = [
+        [record(f"s{shard}-{index}", "video", clip, answer=f"a{index}") for index in range(8)] for shard in (0, 1)
+    ]
+    shards[0][2] = record("s0-2", "video", b"\x00garbage")
+    shards[1][4] = record("s1-4", "video", None)
+    return write_shards(tmp_path_factory.mktemp("resume"), shards)
+
+
+@pytest.fixture
+def record_reading(monkeypatch, tmp_path):
+    """Record the ids of the records decoded (in the data loader's worker processes too: a file) and trained on."""
+    import videotgb.training.data as data
+    from videotgb.train import VideoTGBTrainer
+
+    decoded_log, trained = tmp_path / "decoded.txt", []
+    decode, compute_loss = data.decode_record, VideoTGBTrainer.compute_loss
+
+    def decode_and_log(record, processor):
+        with decoded_log.open("a") as log:
+            log.write(f"{record['id']}\n")
+        return decode(record, processor)
+
+    def compute_loss_and_log(self, model, inputs, *args, **kwargs):
+        trained.extend(inputs["record_ids"])
+        return compute_loss(self, model, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(data, "decode_record", decode_and_log)
+    monkeypatch.setattr(VideoTGBTrainer, "compute_loss", compute_loss_and_log)
+
+    def take() -> tuple[list[str], list[str]]:
+        """(decoded, trained) since the last call."""
+        decoded = decoded_log.read_text().split() if decoded_log.exists() else []
+        decoded_log.unlink(missing_ok=True)
+        taken = list(trained)
+        trained.clear()
+        return decoded, taken
+
+    return take
+
+
+@pytest.mark.parametrize(
+    "workers, accumulation, save_steps",
+    [(0, 1, 3), pytest.param(2, 2, 2, marks=pytest.mark.slow)],
+)
+def test_resuming_decodes_only_the_records_after_the_checkpoint_and_ends_with_the_same_weights(
+    checkpoint, resume_shards, tmp_path, record_reading, workers, accumulation, save_steps
+):
+    extra = [
+        "--max_steps",
+        str(6 // accumulation),
+        "--learning_rate",
+        "1e-3",
+        "--dataloader_num_workers",
+        str(workers),
+    ]
+    extra += ["--gradient_accumulation_steps", str(accumulation)]
+    whole = tmp_path / "whole"  # the uninterrupted run, with a checkpoint in the middle
+    saving = ["--save_strategy", "steps", "--save_steps", str(save_steps)]
+    history = run_stage("instruct", checkpoint, resume_shards, whole, *extra, *saving)
+    _, trained_whole = record_reading()
+    assert len(trained_whole) == 12 and not {"s0-2", "s1-4"} & set(trained_whole)
+    middle = whole / f"checkpoint-{save_steps}"
+    assert (middle / "dataset_state_rank0.json").is_file()
+
+    resumed = tmp_path / "resumed"
+    resumed_history = run_stage(
+        "instruct", checkpoint, resume_shards, resumed, *extra, "--resume_from_checkpoint", str(middle)
+    )
+    decoded, trained = record_reading()
+    consumed = 2 * accumulation * save_steps
+    assert trained == trained_whole[consumed:]
+    # nothing trained on before the checkpoint, nor the bad record read before it, is decoded again
+    assert not set(decoded) & {*trained_whole[:consumed], "s0-2"} and set(trained) <= set(decoded)
+    assert "s1-4" in decoded
+    assert changed_parameters(whole, resumed) == set()
+    skipped = {key: value for key, value in history[-1].items() if key.startswith("skipped_")}
+    assert skipped["skipped_undecodable_video"] == 1 and skipped["skipped_missing_video"] == 1
+    assert {key: resumed_history[-1][key] for key in skipped} == skipped
+
+
+@pytest.mark.slow
+def test_resuming_in_a_later_pass_over_the_data_continues_that_pass(
+    checkpoint, resume_shards, tmp_path, record_reading
+):
+    extra = ["--max_steps", "10", "--learning_rate", "1e-3"]  # 20 examples: the 14 good records, then 6 again
+    whole = tmp_path / "whole"
+    run_stage("instruct", checkpoint, resume_shards, whole, *extra, "--save_strategy", "steps", "--save_steps", "8")
+    _, trained_whole = record_reading()
+    middle = whole / "checkpoint-8"
+    assert json.loads((middle / "dataset_state_rank0.json").read_text())["epoch"] == 1
+    resumed = tmp_path / "resumed"
+    run_stage("instruct", checkpoint, resume_shards, resumed, *extra, "--resume_from_checkpoint", str(middle))
+    _, trained = record_reading()
+    assert trained == trained_whole[16:] and changed_parameters(whole, resumed) == set()
+
+
+@pytest.mark.slow  # about 10 s: pytest's captured log records keep a mixed stream open until after the test
+def test_sources_mixed_with_probabilities_train_in_the_mix_s_order(
+    checkpoint, resume_shards, tmp_path, record_reading, no_shutdown_pause
+):
+    from videotgb import VideoTGBProcessor
+    from videotgb.training.data import stream_examples
+
+    mix = ["--source_probabilities", "0.7", "0.3", "--max_steps", "4", "--seed", "3"]
+    run_stage("instruct", checkpoint, resume_shards, tmp_path / "out", *mix)
+    _, trained = record_reading()
+    processor = VideoTGBProcessor.from_pretrained(checkpoint)
+    stream = stream_examples([[resume_shards[0]], [resume_shards[1]]], processor, seed=3, probabilities=[0.7, 0.3])
+    expected = [example["id"] for example in islice(stream, 8)]
+    assert trained == expected and {record_id[:2] for record_id in trained} == {"s0", "s1"}
 
 
 @pytest.mark.parametrize("format_out", ["parquet", "webdataset"])
@@ -191,6 +309,55 @@ def test_deepspeed_zero2_in_one_process_trains_the_stage_and_saves(checkpoint, v
     assert (output / "checkpoint-6" / "global_step6").is_dir()  # a DeepSpeed engine wrote this checkpoint
     changed = changed_parameters(checkpoint, output)
     assert changed and all(key.startswith("bridge.") for key in changed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("deepspeed", [False, True], ids=["plain", "zero2"])
+def test_a_run_killed_after_a_checkpoint_resumes_to_the_never_killed_run_s_weights(
+    checkpoint, resume_shards, tmp_path, deepspeed
+):
+    import signal
+    import time
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    argv = ["--stage", "instruct", "--model", str(checkpoint), "--train_files", *resume_shards, *COMMON]
+    argv += ["--per_device_train_batch_size", "1", "--max_steps", "6", "--learning_rate", "1e-3"]
+    argv += ["--save_strategy", "steps", "--save_steps", "2"]
+    if deepspeed:  # ZeRO-2 in one process
+        env.update(DS_ACCELERATOR="cpu", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+        env.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+        argv += ["--deepspeed", "zero2"]
+
+    def train(output: Path, *extra: str, **kwargs) -> subprocess.Popen:
+        log = (tmp_path / f"{output.name}.log").open("a")
+        command = [sys.executable, "-m", "videotgb.train", *argv, "--output_dir", str(output), *extra]
+        return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, **kwargs)
+
+    def finish(process: subprocess.Popen, output: Path) -> None:
+        assert process.wait(timeout=600) == 0, (tmp_path / f"{output.name}.log").read_text()[-4000:]
+
+    killed = tmp_path / "killed"
+    process = train(killed)
+    state, deadline = killed / "checkpoint-2" / "trainer_state.json", time.monotonic() + 600
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            json.loads(state.read_text())  # Trainer writes it last: the checkpoint is complete
+            break
+        except (OSError, ValueError):
+            time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL, "the run ended before the test could kill it"
+    assert not (killed / "model.safetensors").exists()
+    # a checkpoint the run was killed while writing: `last` passes over it
+    (killed / "checkpoint-1000").mkdir()
+    (killed / "checkpoint-1000" / "model.safetensors").write_bytes(b"")
+
+    finish(train(killed, "--resume_from_checkpoint", "last"), killed)
+    whole = tmp_path / "whole"
+    finish(train(whole), whole)
+    assert changed_parameters(whole, killed) == set()
+    assert "checkpoint-1000: an incomplete checkpoint" in (tmp_path / "killed.log").read_text()
+    assert json.loads((killed / "trainer_state.json").read_text())["global_step"] == 6
 
 
 TWO_RANKS = textwrap.dedent(
@@ -345,3 +512,67 @@ class TestBadFlagsAreRefusedBeforeAnyWork:
 
     def test_missing_max_steps(self, refused):
         assert "--max_steps is required" in refused(drop=("--max_steps",))
+
+    @pytest.mark.parametrize(
+        "values, message",
+        [
+            (["0.2", "0.3", "0.5"], "--source_probabilities: 3 value(s) for 2 --train_files source(s)"),
+            (["-0.5", "1.5"], "every probability must be positive"),
+            (["0.5", "0.4"], "sum to 0.9, not 1"),
+        ],
+    )
+    def test_source_probabilities_that_do_not_fit_the_sources(self, refused, values, message):
+        assert message in refused("--source_probabilities", *values)
+
+    def test_an_unknown_stopping_strategy(self, refused):
+        err = refused("--source_probabilities", "0.5", "0.5", "--source_stopping_strategy", "never")
+        assert "--source_stopping_strategy never: must be one of first_exhausted" in err
+
+    def test_shards_of_another_schema_version(self, refused, video_shards, tmp_path):
+        import io
+        import tarfile
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(video_shards[0])
+        old = tmp_path / "old.parquet"
+        pq.write_table(table.replace_schema_metadata({"videotgb_schema_version": "0"}), old)
+        err = refused(replace={"--train_files": [str(old)]})
+        assert f"{old}: shards of record schema version 0" in err
+        column = tmp_path / "column.parquet"  # no metadata: the first record's schema_version
+        pq.write_table(table.append_column("schema_version", pa.array([3] * len(table), pa.int32())), column)
+        assert f"{column}: shards of record schema version 3" in refused(replace={"--train_files": [str(column)]})
+        tar = tmp_path / "old.tar"
+        with tarfile.open(tar, "w") as archive:
+            data = json.dumps({"id": "x", "kind": "text", "schema_version": 0}).encode()
+            info = tarfile.TarInfo("000000000.json")
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+        err = refused("--file_format", "webdataset", replace={"--train_files": [str(tar)]})
+        assert f"{tar}: shards of record schema version 0" in err
+        folder = tmp_path / "build"
+        folder.mkdir()
+        manifest = {"complete": True, "schema_version": 2, "format": "parquet", "shards": [{"name": "old.parquet"}]}
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+        assert f"{folder}: shards of record schema version 2" in refused(replace={"--train_files": [str(folder)]})
+
+    def test_a_missing_or_incomplete_checkpoint(self, refused, tmp_path):
+        assert "holds no complete checkpoint-N folder" in refused("--resume_from_checkpoint", "last")
+        incomplete = tmp_path / "o" / "checkpoint-4"
+        incomplete.mkdir(parents=True)
+        assert "not a complete checkpoint" in refused("--resume_from_checkpoint", str(incomplete))
+
+
+def test_each_source_s_shard_count_must_split_evenly_over_the_processes(video_shards):
+    from videotgb.train import DataArguments, TrainingSetupError, check_sources
+
+    sources = [video_shards, video_shards[:1]]
+    arguments = DataArguments(train_files=["all", "one"], source_probabilities=[0.5, 0.5])
+    assert check_sources(["all", "one"], sources, arguments, world_size=1) == [0.5, 0.5]
+    with pytest.raises(TrainingSetupError, match="--train_files one: 1 shard file"):
+        check_sources(["all", "one"], sources, arguments, world_size=2)
+    arguments.source_probabilities = None  # one stream of all three files
+    assert check_sources(["all", "one"], sources, arguments, world_size=3) is None
+    with pytest.raises(TrainingSetupError, match="--train_files all one: 3 shard file"):
+        check_sources(["all", "one"], sources, arguments, world_size=2)

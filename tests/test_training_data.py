@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from itertools import islice
 
 import numpy as np
 import pytest
@@ -95,3 +96,72 @@ def test_bad_arguments(processor):
         stream_examples([], processor)
     with pytest.raises(ValueError, match="shard format must be one of"):
         stream_examples(["x.parquet"], processor, file_format="csv")
+
+
+@pytest.fixture(scope="module")
+def three_sources(tmp_path_factory):
+    """Three sources of text records (ids `<source><shard>-<index>`), two shards each; `b` has pseudo spans, which
+    the others lack."""
+    sources = []
+    for name, size in (("a", 300), ("b", 150), ("c", 60)):
+        shards = [
+            [
+                record(f"{name}{shard}-{index}", "text", question="Q?", answer=name, span_targets=None)
+                for index in range(size // 2)
+            ]
+            for shard in (0, 1)
+        ]
+        if name == "b":
+            for shard in shards:
+                for row in shard:
+                    row["span_targets"] = [0.1, 0.5]
+        sources.append(write_shards(tmp_path_factory.mktemp(name), shards))
+    return sources
+
+
+def test_sources_mix_in_the_given_proportions_reproducibly(three_sources, processor, no_shutdown_pause):
+    probabilities = [0.6, 0.3, 0.1]
+
+    def first_ids(seed: int, count: int = 300) -> list[str]:
+        stream = stream_examples(three_sources, processor, seed=seed, probabilities=probabilities)
+        return [example["id"] for example in islice(stream, count)]
+
+    ids = first_ids(seed=0)
+    counts = Counter(record_id[0] for record_id in ids)
+    for name, probability in zip(
+        "abc", probabilities, strict=True
+    ):  # within 4 standard deviations of the binomial count
+        assert abs(counts[name] - 300 * probability) < 4 * (300 * probability * (1 - probability)) ** 0.5
+    assert first_ids(seed=0) == ids and first_ids(seed=1) != ids
+    # each source is read in its own order, shard after shard
+    expected = [f"c{index // 30}-{index % 30}" for index in range(counts["c"])]
+    assert [record_id for record_id in ids if record_id[0] == "c"] == expected
+
+
+def test_the_first_exhausted_source_ends_the_pass_unless_told_otherwise(three_sources, processor, no_shutdown_pause):
+    ids = [example["id"] for example in stream_examples(three_sources, processor, probabilities=[0.2, 0.2, 0.6])]
+    assert Counter(record_id[0] for record_id in ids)["c"] == 60 and len(ids) < 510
+    everything = stream_examples(
+        three_sources, processor, probabilities=[0.2, 0.2, 0.6], stopping_strategy="all_exhausted_without_replacement"
+    )
+    assert Counter(example["id"][0] for example in everything) == {"a": 300, "b": 150, "c": 60}
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_mixed_stream_resumes_exactly_from_its_state(three_sources, processor, workers, no_shutdown_pause):
+    from torchdata.stateful_dataloader import StatefulDataLoader
+
+    def loader() -> StatefulDataLoader:
+        stream = stream_examples(three_sources, processor, seed=5, probabilities=[0.5, 0.3, 0.2])
+        collate = lambda examples: [example["id"] for example in examples]  # noqa: E731
+        return StatefulDataLoader(stream, batch_size=8, num_workers=workers, collate_fn=collate)
+
+    whole = list(loader())
+    interrupted = loader()
+    batches = iter(interrupted)
+    first = [next(batches) for _ in range(7)]
+    state = json.loads(json.dumps(interrupted.state_dict()))  # what a checkpoint holds
+    del batches, interrupted
+    resumed = loader()
+    resumed.load_state_dict(state)
+    assert first + list(resumed) == whole

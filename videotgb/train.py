@@ -15,19 +15,30 @@ from __future__ import annotations
 import glob
 import os
 import sys
+import tarfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
 from .modeling_videotgb import span_targets_to_positions
-from .training.data import DECODE_SKIP_REASONS, VideoTGBCollator, stream_examples
+from .training.data import DECODE_SKIP_REASONS, STOPPING_STRATEGIES, VideoTGBCollator, stream_examples
 from .training.deepspeed import resolve_deepspeed_config
 from .training.metrics import grounding_iou
+from .training.resume import (
+    DataState,
+    data_settings,
+    read_data_state,
+    resolve_checkpoint,
+    stateful_dataloader_available,
+    write_data_state,
+)
 from .training.stages import STAGES, LoraSettings, apply_stage, get_stage, grounding_loss
 
 logger = logging.get_logger(__name__)
@@ -77,42 +88,98 @@ class ModelArguments:
 class DataArguments:
     train_files: list[str] = field(
         default_factory=list,
-        metadata={"help": "shard folders of `videotgb data build`, or shard files / globs (local paths, fsspec URLs)"},
+        metadata={
+            "help": "shard folders of `videotgb data build`, or shard files / globs (local paths, fsspec URLs); "
+            "with --source_probabilities each one is a source"
+        },
     )
     file_format: str = field(default="parquet", metadata={"help": "parquet or webdataset (of files given directly)"})
-    shuffle_buffer: int = field(default=1000, metadata={"help": "examples in the shuffle buffer (0: no shuffling)"})
+    shuffle_buffer: int = field(
+        default=1000,
+        metadata={
+            "help": "records in the shuffle buffer (0: no shuffling, shard order only; a resumed run then skips no "
+            "decoding)"
+        },
+    )
+    source_probabilities: list[float] | None = field(
+        default=None,
+        metadata={"help": "mix the --train_files sources: the next record comes from each with these probabilities"},
+    )
+    source_stopping_strategy: str = field(
+        default="first_exhausted",
+        metadata={
+            "help": f"with --source_probabilities, when a pass over the data ends: {', '.join(STOPPING_STRATEGIES)}"
+        },
+    )
 
 
 class TrainingSetupError(ValueError):
     """A flag or input that makes training impossible, found before any work starts."""
 
 
-def expand_files(patterns: list[str], file_format: str) -> tuple[list[str], str]:
-    """Shard files and their format from `--train_files`: shard folders of `videotgb data build` (their manifest
-    lists the files and the format), local globs (sorted) or URLs. TrainingSetupError when nothing is given or a
-    local pattern matches no file."""
-    from .data.shards import MANIFEST_NAME, shard_files
+def expand_sources(patterns: list[str], file_format: str) -> tuple[list[list[str]], str]:
+    """The shard files of each `--train_files` item and their format: shard folders of `videotgb data build` (their
+    manifest lists the files and the format), local globs (sorted) or URLs. TrainingSetupError when nothing is
+    given, a local pattern matches no file, the formats differ; SchemaVersionError when a folder's manifest or the
+    first file of a pattern records another record schema version."""
+    from .data.shards import MANIFEST_NAME, check_schema_version, shard_files, shard_schema_version
 
     if not patterns:
         raise TrainingSetupError("--train_files: no shard files given")
-    files, formats = [], set()
+    sources, formats = [], set()
     for pattern in patterns:
         if Path(pattern, MANIFEST_NAME).is_file():
-            folder_files, folder_format = shard_files(pattern)
-            files.extend(folder_files)
+            files, folder_format = shard_files(pattern)
             formats.add(folder_format)
-        elif "://" in pattern:
-            files.append(pattern)
-            formats.add(file_format)
         else:
-            matches = sorted(glob.glob(pattern))
-            if not matches:
+            files = [pattern] if "://" in pattern else sorted(glob.glob(pattern))
+            if not files:
                 raise TrainingSetupError(f"--train_files {pattern}: no shard files match")
-            files.extend(matches)
             formats.add(file_format)
+            try:
+                version = shard_schema_version(files[0], file_format)
+            except (OSError, ValueError, tarfile.TarError) as error:
+                raise TrainingSetupError(
+                    f"--train_files {pattern}: {files[0]} is not a readable {file_format} shard ({error})"
+                ) from None
+            check_schema_version(files[0], version)
+        sources.append(files)
     if len(formats) > 1:
         raise TrainingSetupError(f"--train_files mixes shard formats {sorted(formats)}; train on one format")
-    return files, formats.pop()
+    return sources, formats.pop()
+
+
+def check_sources(
+    patterns: list[str], sources: list[list[str]], data_args: DataArguments, world_size: int
+) -> list[float] | None:
+    """Check the mixing flags against the sources and the shard counts against the world size; return the source
+    probabilities scaled to sum to exactly 1 (None without --source_probabilities)."""
+    probabilities = data_args.source_probabilities
+    if probabilities is not None:
+        if len(probabilities) != len(sources):
+            raise TrainingSetupError(
+                f"--source_probabilities: {len(probabilities)} value(s) for {len(sources)} --train_files source(s); "
+                "give one per source, in the same order"
+            )
+        if any(not probability > 0 for probability in probabilities):
+            raise TrainingSetupError(f"--source_probabilities {probabilities}: every probability must be positive")
+        if abs(sum(probabilities) - 1) > 1e-3:
+            raise TrainingSetupError(f"--source_probabilities {probabilities}: sum to {sum(probabilities):g}, not 1")
+        if data_args.source_stopping_strategy not in STOPPING_STRATEGIES:
+            raise TrainingSetupError(
+                f"--source_stopping_strategy {data_args.source_stopping_strategy}: must be one of "
+                f"{', '.join(STOPPING_STRATEGIES)}"
+            )
+        probabilities = [probability / sum(probabilities) for probability in probabilities]
+    # each rank reads its own shards of each source: uneven shares would end the ranks' streams at different times
+    groups = zip(patterns, sources, strict=True) if probabilities else [(" ".join(patterns), sum(sources, []))]
+    for pattern, files in groups:
+        if len(files) % world_size:
+            raise TrainingSetupError(
+                f"--train_files {pattern}: {len(files)} shard file(s), not a multiple of the {world_size} processes; "
+                f"each process reads its own shards (build with `videotgb data build --world-size {world_size}`)"
+            )
+    return probabilities
 
 
 def lora_settings(arguments: ModelArguments) -> LoraSettings | None:
@@ -135,6 +202,33 @@ def check_output_dir(training_args: TrainingArguments, arguments: ModelArguments
         )
 
 
+def data_position(
+    checkpoint: Path | None, training_args: TrainingArguments, settings: dict | None
+) -> DataState | None:
+    """This rank's place in the data stream in `checkpoint`, to continue from without reading the batches trained on
+    (then `ignore_data_skip` is set, so that Trainer does not skip them as well). None when there is no checkpoint,
+    when `--ignore_data_skip` starts the data over, or, with a warning, when Trainer must re-read the batches: with a
+    shuffle buffer (`settings` None), or a checkpoint that holds no data position."""
+    if checkpoint is None or training_args.ignore_data_skip:
+        return None
+    if settings is None:
+        logger.warning(
+            "--shuffle_buffer is not 0: the records in the shuffle buffer are not saved with a checkpoint, so the "
+            "resumed run reads and decodes the batches already trained on again to continue exactly; train with "
+            "--shuffle_buffer 0 (on shards built with --seed) to resume without that"
+        )
+        return None
+    state = read_data_state(checkpoint, training_args.process_index, training_args.world_size, settings)
+    if state is None:
+        logger.warning(
+            f"{checkpoint} holds no data position (written without torchdata installed, or by an older videotgb): "
+            "the resumed run reads and decodes the batches already trained on again to continue exactly"
+        )
+        return None
+    training_args.ignore_data_skip = True
+    return state
+
+
 def load_model_and_processor(arguments: ModelArguments, dtype: torch.dtype):
     from .modeling_videotgb import VideoTGBForConditionalGeneration
     from .processing_videotgb import VideoTGBProcessor
@@ -155,18 +249,42 @@ def load_model_and_processor(arguments: ModelArguments, dtype: torch.dtype):
 
 
 class VideoTGBTrainer(Trainer):
-    """`Trainer` with the stage's loss, and the skipped-record counts and loss terms in the logs."""
+    """`Trainer` with the stage's loss, the skipped-record counts and loss terms in the logs, and checkpoints that
+    hold each rank's place in the data stream (`videotgb.training.resume`).
 
-    def __init__(self, *args, stage, pseudo_span_kwargs: dict | None = None, **kwargs):
+    Args:
+        stage: the `Stage` that decides the loss.
+        pseudo_span_kwargs: for `self_refine`, what `pseudo_spans_from_model` gets.
+        data_settings: the data flags the data positions in checkpoints belong to (`data_settings`); with None (or
+            without torchdata) checkpoints hold none and a resumed run re-reads the batches trained on.
+        resume_data: this rank's data position in the checkpoint being resumed: the data loader continues there
+            (`TrainingArguments.ignore_data_skip` must be True, so that Trainer does not also skip batches).
+    """
+
+    def __init__(
+        self,
+        *args,
+        stage,
+        pseudo_span_kwargs: dict | None = None,
+        data_settings: dict | None = None,
+        resume_data: DataState | None = None,
+        **kwargs,
+    ):
+        self.stateful_data = data_settings is not None and stateful_dataloader_available()
         super().__init__(*args, **kwargs)
         # `compute_loss` returns each micro-batch's mean loss and ignores `num_items_in_batch`: Trainer must average
         # over gradient-accumulation steps itself (it would sum them for a model whose forward takes `**kwargs`)
         self.model_accepts_loss_kwargs = False
+        if resume_data is not None and not self.args.ignore_data_skip:
+            raise ValueError("resume_data needs ignore_data_skip=True, or Trainer would skip the batches again")
         self.stage = stage
         self.pseudo_span_kwargs = pseudo_span_kwargs or {}
-        self.record_ids: list[str] = []  # the records this rank trained on, in order
+        self.data_settings = data_settings
+        self.resume_data = resume_data
+        self.rng_checkpoint: str | None = None  # resuming: restore the random state from here after the first fetch
+        self.record_ids: list[str] = []  # the records this rank trained on in this run, in order
         self.trainable_names = {name for name, parameter in self.model.named_parameters() if parameter.requires_grad}
-        self.skipped: Counter[str] = Counter()
+        self.skipped: Counter[str] = Counter(resume_data.skipped if resume_data else {})
         self.terms: dict[str, list[float]] = {"lm_loss": [], "span_loss": [], "grounding_iou": []}
         self.frames_since_log = 0
         self.last_log_time = time.perf_counter()
@@ -227,6 +345,51 @@ class VideoTGBTrainer(Trainer):
             )
             targets[rows] = torch.tensor(spans, dtype=targets.dtype, device=device)
         return targets
+
+    # ---- each rank's place in the data stream, saved with a checkpoint and restored from it ----
+
+    def create_accelerator_and_postprocess(self) -> None:
+        super().create_accelerator_and_postprocess()
+        if self.stateful_data:  # transformers' AcceleratorConfig does not pass this accelerate setting on
+            self.accelerator.dataloader_config.use_stateful_dataloader = True
+
+    def get_train_dataloader(self):
+        """The prepared data loader; resuming, it continues after the checkpoint's last batch."""
+        loader = super().get_train_dataloader()
+        if self.resume_data is not None:
+            loader.load_state_dict(self.resume_data.dataloader)
+        return loader
+
+    def _init_training_state(self, *args, **kwargs) -> tuple[int, int]:
+        epochs_trained, steps_trained_in_current_epoch = super()._init_training_state(*args, **kwargs)
+        if self.resume_data is not None:
+            # Trainer counts epochs of max_steps batches for a stream without length; the stream's own pass count
+            # decides its order (datasets reshuffles the shards per epoch) and the saved state is for that pass
+            epochs_trained = self.resume_data.epoch
+        return epochs_trained, steps_trained_in_current_epoch
+
+    def _load_rng_state(self, checkpoint: str | None) -> None:
+        if self.resume_data is None:
+            super()._load_rng_state(checkpoint)
+        else:  # restored in get_batch_samples
+            self.rng_checkpoint = checkpoint
+
+    def get_batch_samples(self, epoch_iterator, num_batches: int, device: torch.device) -> tuple[list, Any]:
+        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if self.rng_checkpoint is not None:
+            # as Trainer does after skipping batches: starting the data loader's iterator draws a seed from the
+            # random generators, which the uninterrupted run did long before the checkpoint
+            super()._load_rng_state(self.rng_checkpoint)
+            self.rng_checkpoint = None
+        return batch_samples, num_items_in_batch
+
+    def _save_checkpoint(self, model, trial) -> None:
+        if self.stateful_data:  # before Trainer's files, so that its trainer_state.json stays the last one written
+            loader = self.callback_handler.train_dataloader
+            folder = Path(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            state = DataState(loader.state_dict(), loader.dataset.epoch, dict(self.skipped), self.data_settings)
+            write_data_state(folder, self.args.process_index, self.args.world_size, state)
+        super()._save_checkpoint(model, trial)
 
     # ---- LoRA stage: an adapter checkpoint saves only LoRA weights; keep the stage's other trained weights too ----
 
@@ -341,10 +504,26 @@ def train(argv: list[str] | None = None) -> Path:
     _check_world_size(training_args)
     stage_name = model_args.stage
     lora = lora_settings(model_args)
-    files, file_format = expand_files(data_args.train_files, data_args.file_format)
+    sources, file_format = expand_sources(data_args.train_files, data_args.file_format)
+    probabilities = check_sources(data_args.train_files, sources, data_args, training_args.world_size)
     if training_args.max_steps is None or training_args.max_steps <= 0:
         raise TrainingSetupError("--max_steps is required: streamed shards have no length")
     check_output_dir(training_args, model_args)
+    checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+    settings = None
+    if data_args.shuffle_buffer == 0:  # a shuffle buffer's records cannot be part of a checkpoint
+        settings = data_settings(
+            sources,
+            file_format,
+            data_args.shuffle_buffer,
+            training_args.seed,
+            probabilities,
+            data_args.source_stopping_strategy,
+            training_args.per_device_train_batch_size,
+            training_args.dataloader_num_workers,
+            training_args.world_size,
+        )
+    resume_data = data_position(checkpoint, training_args, settings)
 
     dtype = torch.bfloat16 if training_args.bf16 else torch.float16 if training_args.fp16 else torch.float32
     set_seed(training_args.seed)  # newly initialised weights (bridge parts, LoRA) follow --seed, as training does
@@ -352,7 +531,15 @@ def train(argv: list[str] | None = None) -> Path:
     stage = get_stage(stage_name, seq2seq=not model.config.use_decoder_only_language_model)
     processor.check_model_config(model.config)
     trained = apply_stage(model, stage, lora)
-    dataset = stream_examples(files, processor, data_args.shuffle_buffer, training_args.seed, file_format)
+    dataset = stream_examples(
+        sources,
+        processor,
+        data_args.shuffle_buffer,
+        training_args.seed,
+        file_format,
+        probabilities,
+        data_args.source_stopping_strategy,
+    )
     trainer = VideoTGBTrainer(
         model=trained,
         args=training_args,
@@ -364,8 +551,10 @@ def train(argv: list[str] | None = None) -> Path:
             "max_new_tokens": model_args.pseudo_span_max_new_tokens,
             "subtract_min": model_args.pseudo_span_subtract_min,
         },
+        data_settings=settings,
+        resume_data=resume_data,
     )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.train(resume_from_checkpoint=None if checkpoint is None else str(checkpoint))
     if stage.lora:
         trainer.save_lora_results(training_args.output_dir)
     else:

@@ -13,7 +13,9 @@ from .shards import (
     DataDependencyError,
     MediaChangedError,
     OutputFolderError,
+    SchemaVersionError,
     build_shards,
+    check_schema_version,
     load_shard_files,
     load_shards,
     parse_size,
@@ -21,6 +23,7 @@ from .shards import (
     read_manifest,
     require_training_extra,
     shard_files,
+    shard_schema_version,
     webdataset_features,
 )
 from .sources import FORMATS, SKIP_REASONS, AnnotationsError, Entry, Skip, Source, parse_source, read_source
@@ -40,10 +43,12 @@ __all__ = [
     "Entry",
     "MediaChangedError",
     "OutputFolderError",
+    "SchemaVersionError",
     "Skip",
     "Source",
     "arrow_schema",
     "build_shards",
+    "check_schema_version",
     "load_shard_files",
     "load_shards",
     "parse_size",
@@ -53,5 +58,6 @@ __all__ = [
     "read_source",
     "require_training_extra",
     "shard_files",
+    "shard_schema_version",
     "webdataset_features",
 ]

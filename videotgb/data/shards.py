@@ -62,6 +62,10 @@ class MediaChangedError(OSError):
     """A media file that changed between its check and the writing of its shard."""
 
 
+class SchemaVersionError(ValueError):
+    """Shards written in another version of the record schema than this videotgb reads (`SCHEMA_VERSION`)."""
+
+
 class DataDependencyError(ImportError):
     """`datasets` or `pyarrow` (the ``train`` extra) cannot be imported."""
 
@@ -572,11 +576,47 @@ def _from_webdataset(sample: dict[str, Any]) -> dict[str, Any]:
     return {**sample["json"], "media": sample["media"] or None}
 
 
+def check_schema_version(location: str | os.PathLike, version: int | None) -> None:
+    """Raise SchemaVersionError naming `location` unless `version` is None (not recorded) or `SCHEMA_VERSION`."""
+    if version is not None and int(version) != SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"{location}: shards of record schema version {version}, but this videotgb reads version "
+            f"{SCHEMA_VERSION}; rebuild them with `videotgb data build` of this version"
+        )
+
+
+def shard_schema_version(path: str, file_format: str = "parquet") -> int | None:
+    """The record schema version of one shard file (local path or fsspec URL), None when it records none (files
+    not written by `videotgb data build`). Parquet: the schema metadata, else the first row's `schema_version`
+    column; WebDataset: the first sample's JSON. Reads the footer or the first members only."""
+    import fsspec
+
+    with fsspec.open(path, "rb") as file:
+        if file_format == "parquet":
+            import pyarrow.parquet as pq
+
+            parquet = pq.ParquetFile(file)
+            recorded = (parquet.schema_arrow.metadata or {}).get(b"videotgb_schema_version")
+            if recorded is not None:
+                return int(recorded)
+            if "schema_version" not in parquet.schema_arrow.names or parquet.metadata.num_rows == 0:
+                return None
+            first = parquet.read_row_group(0, columns=["schema_version"]).column(0)[0].as_py()
+            return None if first is None else int(first)
+        with tarfile.open(fileobj=file, mode="r|") as archive:
+            for member in archive:
+                if member.name.endswith(".json"):
+                    return json.load(archive.extractfile(member)).get("schema_version")
+    return None
+
+
 def shard_files(location: str | os.PathLike) -> tuple[list[str], str]:
-    """The shard files of a complete build (local folder or fsspec URL) and their format, from its manifest."""
+    """The shard files of a complete build (local folder or fsspec URL) and their format, from its manifest.
+    SchemaVersionError when the build is of another record schema version."""
     manifest = read_manifest(location)
     if not manifest.get("complete"):
         raise ValueError(f"{location}: the build is not complete; run `videotgb data build` again to finish it")
+    check_schema_version(location, manifest.get("schema_version"))
     base = str(location).rstrip("/")
     return [f"{base}/{shard['name']}" for shard in manifest["shards"]], manifest["format"]
 

@@ -125,65 +125,117 @@ def decode_record(record: dict, processor) -> dict:
 
 
 class SkippingDecoder:
-    """A batched `IterableDataset.map` function: decodes records, drops the bad ones and attaches the per-reason
-    counts of the records dropped since the last good one to that good example (`skipped`, JSON).
+    """An `IterableDataset.map` function, one record at a time: decodes a record, or counts it as skipped and returns
+    an example whose `skipped` is None, which `is_decoded` (the filter after it) drops. A good example carries the
+    per-reason counts of the records skipped since the last good one (`skipped`, JSON).
 
-    Each data-loader worker holds its own copy; counts pending when a worker's stream ends are logged there.
+    One record in, one example out, with no batch of records held back: the stream's `state_dict()` then points just
+    past the last example handed on, so a resumed stream decodes only the records after it (nothing is pending at
+    that point: a good example has just cleared the counts). Each data-loader worker holds its own copy; counts
+    pending when a worker's stream ends are logged there.
     """
 
     def __init__(self, processor):
         self.processor = processor
         self.pending: Counter[str] = Counter()
 
-    def __call__(self, records: dict[str, list]) -> dict[str, list]:
-        output: dict[str, list] = {column: [] for column in EXAMPLE_COLUMNS}
-        size = len(next(iter(records.values()))) if records else 0
-        for row in range(size):
-            record = {key: values[row] for key, values in records.items()}
-            try:
-                example = decode_record(record, self.processor)
-            except BadRecordError as error:
-                self.pending[error.reason] += 1
-                logger.warning("skipping %s (%s)", error, error.reason)
-                continue
-            example["skipped"] = json.dumps(dict(self.pending), sort_keys=True)
-            self.pending.clear()
-            for column in EXAMPLE_COLUMNS:
-                output[column].append(example[column])
-        return output
+    def __call__(self, record: dict) -> dict:
+        try:
+            example = decode_record(record, self.processor)
+        except BadRecordError as error:
+            self.pending[error.reason] += 1
+            logger.warning("skipping %s (%s)", error, error.reason)
+            return dict.fromkeys(EXAMPLE_COLUMNS)
+        example["skipped"] = json.dumps(dict(self.pending), sort_keys=True)
+        self.pending.clear()
+        return example
+
+    @staticmethod
+    def is_decoded(example: dict) -> bool:
+        return example["skipped"] is not None
 
     def __del__(self):
         if self.pending:
             logger.warning("records skipped after the last good example of this stream: %s", dict(self.pending))
 
 
+STOPPING_STRATEGIES = ("first_exhausted", "all_exhausted", "all_exhausted_without_replacement")
+
+
+def read_records(
+    sources: Sequence[Sequence[str]],
+    file_format: str = "parquet",
+    shuffle_buffer: int = 0,
+    seed: int = 0,
+    probabilities: Sequence[float] | None = None,
+    stopping_strategy: str = "first_exhausted",
+):
+    """The shard records of one or several sources, as one stream (before decoding).
+
+    Args:
+        sources: the shard files of each source.
+        probabilities: with one value per source, the next record comes from source `i` with probability
+            `probabilities[i]` (`datasets.interleave_datasets`, seeded with `seed`); without, the sources are read one
+            after the other.
+        stopping_strategy: with `probabilities`, when the stream ends: `"first_exhausted"` (when a source runs out),
+            `"all_exhausted"` (when every source has run out at least once, the others starting over) or
+            `"all_exhausted_without_replacement"` (every record of every source once).
+        shuffle_buffer: with a positive value, shards are shuffled (within each source) and records drawn from a
+            buffer of that size (`seed` makes it repeatable); 0 keeps the order of the shards.
+
+    Returns:
+        A `datasets.IterableDataset` of records; its `state_dict()` resumes it exactly when `shuffle_buffer` is 0.
+    """
+    from datasets import interleave_datasets
+
+    from ..data.shards import load_shard_files
+
+    if probabilities is None:
+        records = load_shard_files([file for files in sources for file in files], file_format, strict_schema=False)
+    else:
+        if len(probabilities) != len(sources):
+            raise ValueError(f"{len(probabilities)} probabilities for {len(sources)} sources")
+        streams = [load_shard_files(list(files), file_format, strict_schema=False) for files in sources]
+        records = interleave_datasets(
+            streams, probabilities=list(probabilities), seed=seed, stopping_strategy=stopping_strategy
+        )
+    if shuffle_buffer > 0:
+        records = records.shuffle(seed=seed, buffer_size=shuffle_buffer)
+    return records
+
+
 def stream_examples(
-    data_files: str | Sequence[str],
+    data_files: str | Sequence[str] | Sequence[Sequence[str]],
     processor,
     shuffle_buffer: int = 0,
     seed: int = 0,
     file_format: str = "parquet",
+    probabilities: Sequence[float] | None = None,
+    stopping_strategy: str = "first_exhausted",
 ):
     """Stream shard files (local paths, globs or fsspec URLs such as `hf://datasets/...`) as decoded examples.
 
     Args:
-        data_files: the shard files (`videotgb.data.shard_files(folder)` lists those of a build).
+        data_files: the shard files (`videotgb.data.shard_files(folder)` lists those of a build), or one list of
+            files per source, mixed as `read_records` says.
         processor: the `VideoTGBProcessor` whose frame and flow settings decode the videos.
-        shuffle_buffer: with a positive value, shards are shuffled and examples drawn from a buffer of that size
-            (`seed` makes it repeatable); 0 keeps the order of the shards.
+        shuffle_buffer, seed, probabilities, stopping_strategy: as in `read_records`.
         file_format: `"parquet"` or `"webdataset"`.
 
     Returns:
-        A `datasets.IterableDataset` of decoded examples; each data-loader worker reads its own shards.
+        A `datasets.IterableDataset` of decoded examples; each data-loader worker reads its own shards. Its
+        `state_dict()` points just past the last example handed on (see `SkippingDecoder`).
     """
-    from ..data.shards import load_shard_files
-
-    files = [data_files] if isinstance(data_files, str) else list(data_files)
-    records = load_shard_files(files, file_format, strict_schema=False)
-    if shuffle_buffer > 0:
-        records = records.shuffle(seed=seed, buffer_size=shuffle_buffer)
+    if isinstance(data_files, str):
+        sources = [[data_files]]
+    elif all(isinstance(files, str) for files in data_files):
+        sources = [list(data_files)]
+    else:
+        sources = [list(files) for files in data_files]
+    records = read_records(sources, file_format, shuffle_buffer, seed, probabilities, stopping_strategy)
+    decoder = SkippingDecoder(processor)
     columns = records.column_names or ["id", "kind", "question", "answer", "media"]
-    return records.map(SkippingDecoder(processor), batched=True, batch_size=1, remove_columns=columns)
+    return records.map(decoder, remove_columns=columns).filter(decoder.is_decoded)
 
 
 class VideoTGBCollator:
@@ -242,9 +294,11 @@ class VideoTGBCollator:
 
 __all__ = [
     "DECODE_SKIP_REASONS",
+    "STOPPING_STRATEGIES",
     "BadRecordError",
     "SkippingDecoder",
     "VideoTGBCollator",
     "decode_record",
+    "read_records",
     "stream_examples",
 ]
