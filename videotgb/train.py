@@ -24,6 +24,7 @@ import torch
 from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 from transformers.utils import logging
 
+from .data.precompute import check_side_settings
 from .modeling_videotgb import span_targets_to_positions
 from .training.data import DECODE_SKIP_REASONS, VideoTGBCollator, stream_examples
 from .training.deepspeed import resolve_deepspeed_config
@@ -80,6 +81,13 @@ class DataArguments:
         metadata={"help": "shard folders of `videotgb data build`, or shard files / globs (local paths, fsspec URLs)"},
     )
     file_format: str = field(default="parquet", metadata={"help": "parquet or webdataset (of files given directly)"})
+    side_files: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "side folders of `videotgb data flow` / `videotgb data pseudo-spans` made from the one build "
+            "in --train_files: their precomputed flow / span_targets are joined to its records by id"
+        },
+    )
     shuffle_buffer: int = field(default=1000, metadata={"help": "examples in the shuffle buffer (0: no shuffling)"})
 
 
@@ -113,6 +121,21 @@ def expand_files(patterns: list[str], file_format: str) -> tuple[list[str], str]
     if len(formats) > 1:
         raise TrainingSetupError(f"--train_files mixes shard formats {sorted(formats)}; train on one format")
     return files, formats.pop()
+
+
+def open_side_files(arguments: DataArguments) -> list:
+    """The `--side_files` folders, checked against the build in `--train_files` (which must be that one folder)."""
+    from .data.precompute import open_side_folders
+    from .data.shards import MANIFEST_NAME
+
+    if not arguments.side_files:
+        return []
+    if len(arguments.train_files) != 1 or not Path(arguments.train_files[0], MANIFEST_NAME).is_file():
+        raise TrainingSetupError(
+            "--side_files needs --train_files to be the one folder of `videotgb data build` they were made from, "
+            f"got {arguments.train_files}"
+        )
+    return open_side_folders(arguments.train_files[0], arguments.side_files)
 
 
 def lora_settings(arguments: ModelArguments) -> LoraSettings | None:
@@ -322,6 +345,7 @@ def train(argv: list[str] | None = None) -> Path:
     stage_name = model_args.stage
     lora = lora_settings(model_args)
     files, file_format = expand_files(data_args.train_files, data_args.file_format)
+    side_folders = open_side_files(data_args)
     if training_args.max_steps is None or training_args.max_steps <= 0:
         raise TrainingSetupError("--max_steps is required: streamed shards have no length")
     check_output_dir(training_args, model_args)
@@ -331,8 +355,17 @@ def train(argv: list[str] | None = None) -> Path:
     model, processor = load_model_and_processor(model_args, dtype)
     stage = get_stage(stage_name, seq2seq=not model.config.use_decoder_only_language_model)
     processor.check_model_config(model.config)
+    check_side_settings(side_folders, processor)
     trained = apply_stage(model, stage, lora)
-    dataset = stream_examples(files, processor, data_args.shuffle_buffer, training_args.seed, file_format)
+    dataset = stream_examples(
+        files,
+        processor,
+        data_args.shuffle_buffer,
+        training_args.seed,
+        file_format,
+        side_folders=side_folders,
+        decode_frames=stage.lm_loss,  # the grounding stage reads flow and questions only
+    )
     trainer = VideoTGBTrainer(
         model=trained,
         args=training_args,

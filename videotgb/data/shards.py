@@ -572,11 +572,22 @@ def _from_webdataset(sample: dict[str, Any]) -> dict[str, Any]:
     return {**sample["json"], "media": sample["media"] or None}
 
 
-def shard_files(location: str | os.PathLike) -> tuple[list[str], str]:
-    """The shard files of a complete build (local folder or fsspec URL) and their format, from its manifest."""
+def read_build_manifest(location: str | os.PathLike) -> dict[str, Any]:
+    """The manifest of a complete build in this package's record schema; ValueError naming `location` otherwise."""
     manifest = read_manifest(location)
     if not manifest.get("complete"):
         raise ValueError(f"{location}: the build is not complete; run `videotgb data build` again to finish it")
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(
+            f"{location}: the shards have record schema_version {manifest.get('schema_version')!r}, this videotgb "
+            f"reads schema_version {SCHEMA_VERSION}; build them again with `videotgb data build --overwrite`"
+        )
+    return manifest
+
+
+def shard_files(location: str | os.PathLike) -> tuple[list[str], str]:
+    """The shard files of a complete build (local folder or fsspec URL) and their format, from its manifest."""
+    manifest = read_build_manifest(location)
     base = str(location).rstrip("/")
     return [f"{base}/{shard['name']}" for shard in manifest["shards"]], manifest["format"]
 
