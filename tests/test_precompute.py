@@ -34,6 +34,7 @@ from videotgb.data.precompute import (
 )
 from videotgb.processing_videotgb import VideoTGBProcessor
 from videotgb.train import main as train
+from videotgb.training.data import VideoTGBCollator, stream_examples
 
 QUESTION = "Where does it go?"
 # video id -> (frames, velocity of the square); "broken" is damaged inside its shard after the build
@@ -66,7 +67,7 @@ def damage_in_place(folder: Path, media: bytes) -> None:
     raise AssertionError("the video's bytes are not in exactly one shard")
 
 
-def make_build(root: Path, name: str, video_ids: list[str], with_other_kinds: bool) -> Path:
+def make_build(root: Path, name: str, video_ids: list[str], with_other_kinds: bool, format_out="parquet") -> Path:
     media = root / "media"
     media.mkdir(exist_ok=True)
     for video_id, (frames, velocity) in VIDEOS.items():
@@ -83,8 +84,9 @@ def make_build(root: Path, name: str, video_ids: list[str], with_other_kinds: bo
         text.write_text(json.dumps([{"instruction": "Say hi.", "input": "", "output": "hi"}] * 2))
         sources += [Source("llava", "llava", llava, media), Source("text", "text", text)]
     folder = root / name
-    build_shards(sources, folder, shard_size="1GB", world_size=4 if with_other_kinds else 2)
-    damage_in_place(folder, (media / "broken.mp4").read_bytes())
+    build_shards(sources, folder, shard_size="1GB", world_size=4 if with_other_kinds else 2, format_out=format_out)
+    if "broken" in video_ids:
+        damage_in_place(folder, (media / "broken.mp4").read_bytes())
     return folder
 
 
@@ -439,7 +441,7 @@ def test_instruct_with_precomputed_flow_decodes_frames_but_computes_no_flow(vide
     assert len(steps) == 2 and counter.opened > 0 and counter.flows == 0
 
 
-def test_joined_side_rows_follow_the_media_records(video_build, sides):
+def test_joined_side_rows_follow_the_media_records(video_build, sides, processor):
     folders = open_side_folders(video_build, [str(side) for side in sides])
     files = [str(video_build / name) for name in ("shard-00000-of-00002.parquet", "shard-00001-of-00002.parquet")]
     records = list(joined_records(join_plan(files, "parquet", folders)))
@@ -450,6 +452,20 @@ def test_joined_side_rows_follow_the_media_records(video_build, sides):
     assert (
         good["flow"].shape == (16, 2, 32, 32) and good["flow"].dtype == np.float32 and len(good["span_targets"]) == 2
     )
+    # data-loader workers each read whole pairs of shards; batches carry the stored flow and the skip counts
+    loader = torch.utils.data.DataLoader(
+        stream_examples(files, processor, side_folders=folders, decode_frames=False),
+        batch_size=4,
+        num_workers=2,
+        collate_fn=VideoTGBCollator(processor),
+    )
+    batches = list(loader)
+    assert sorted(row for batch in batches for row in batch["record_ids"]) == sorted(
+        record["id"] for record in records if record["id"] != "vi:broken"
+    )
+    assert sum(batch["skipped"].get("missing_flow", 0) for batch in batches) == 1
+    assert all("pixel_values" not in batch and batch["flow"].shape[2:] == (2, 32, 32) for batch in batches)
+    assert all(not torch.isnan(batch["span_targets"]).any() for batch in batches)
     # side shard 1 read beside media shard 0: the first id out of place is named, with the side shard
     swapped = join_plan(files[::-1], "parquet", folders)
     with pytest.raises(SideShardError, match=r"side-0000[01]-of-00002\.parquet.*'vi:"):
@@ -519,3 +535,17 @@ def test_side_command_help_documents_every_flag(command):
         assert flag in text
     for name in ("torchrun", "RANK", "WORLD_SIZE", "--side_files", "docs/data.md"):
         assert name in text
+
+
+def test_a_webdataset_build_gets_side_shards_and_joins_them(checkpoint, tmp_path):
+    from videotgb.data import read_shard_file, shard_files
+
+    build = make_build(tmp_path, "wds", ["right", "diag"], with_other_kinds=True, format_out="webdataset")
+    files, file_format = shard_files(build)
+    assert file_format == "webdataset"
+    assert [record for file in files for record in read_shard_file(file, "webdataset")] == list(load_shards(build))
+    status, _, err = flow_command(build, checkpoint, tmp_path / "flow")
+    assert status == 0, err
+    records = list(joined_records(join_plan(files, file_format, open_side_folders(build, [str(tmp_path / "flow")]))))
+    assert [record["id"] for record in records] == [record["id"] for record in load_shards(build)]
+    assert [record["id"] for record in records if record["flow"] is not None] == ["vi:right", "vi:diag"]

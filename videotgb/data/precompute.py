@@ -389,7 +389,7 @@ def _write_side_shard(folder: Path, entry: _Planned, media_format: str, computer
                     compute()
             if batch:
                 compute()
-            if rows or not written:
+            if rows:
                 writer.write_table(pa.Table.from_pylist(rows, schema=schema))
                 written += len(rows)
             footer = {
@@ -669,12 +669,12 @@ def joined_records(shards: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     plan's entries. A flow side gives ``candidate_indices``, ``flow_indices`` and ``flow``, the `(L, 2, S, S)`
     float32 flow; a pseudo-span side gives ``span_targets``. SideShardError naming the side shard and the id when a
     side shard does not follow its media shard's records."""
-    from .shards import load_shard_files
+    from .shards import read_shard_file
 
     for shard in shards:
         readers = [_SideReader(side) for side in shard["sides"]]
         try:
-            for record in load_shard_files([shard["media"]], shard["format"], strict_schema=False):
+            for record in read_shard_file(shard["media"], shard["format"]):
                 joined = {name: record.get(name) for name in ("id", "kind", "question", "answer", "media")}
                 joined["span_targets"] = record.get("span_targets")
                 for reader in readers:

@@ -631,6 +631,34 @@ def load_shard_files(
     )
 
 
+def read_shard_file(path: str, file_format: str = "parquet") -> Iterable[dict[str, Any]]:
+    """The records of one shard file (local path or fsspec URL), in order, read in this process.
+
+    `load_shard_files` is the reader for training streams; this one serves code that runs inside a data-loader worker
+    and must read one whole shard there (`datasets` would split its files among the workers again), such as the join
+    of side shards to their media shard.
+    """
+    import fsspec
+
+    if file_format not in OUTPUT_FORMATS:
+        raise ValueError(f"shard format must be one of {sorted(OUTPUT_FORMATS)}, got {file_format!r}")
+    with fsspec.open(path, "rb") as handle:
+        if file_format == "parquet":
+            import pyarrow.parquet as pq
+
+            for batch in pq.ParquetFile(handle).iter_batches(batch_size=8):
+                yield from batch.to_pylist()
+            return
+        fields: dict[str, Any] = {}
+        with tarfile.open(fileobj=handle, mode="r|") as archive:
+            for member in archive:
+                data = archive.extractfile(member).read()
+                if member.name.endswith(".json"):
+                    fields = json.loads(data)
+                else:
+                    yield _from_webdataset({"json": fields, "media": data})
+
+
 def load_shards(location: str | os.PathLike, *, streaming: bool = True, split: str = "train", **kwargs):
     """The records of a complete build as a `datasets` dataset in the shard schema, whatever the output format.
 
