@@ -344,32 +344,46 @@ def precompute_side_shards(
     return manifest
 
 
+class _RowGroups:
+    """Rows written to a Parquet writer in row groups of about `ROW_GROUP_BYTES` of flow (a streaming reader holds one
+    row group at a time)."""
+
+    def __init__(self, writer, schema):
+        self.writer, self.schema = writer, schema
+        self.rows: list[dict] = []
+        self.bytes = 0
+        self.written = 0
+
+    def add(self, rows: list[dict]) -> None:
+        self.rows += rows
+        self.bytes += sum(len(row.get("flow", b"")) for row in rows)
+        if self.bytes >= ROW_GROUP_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        import pyarrow as pa
+
+        if self.rows:
+            self.writer.write_table(pa.Table.from_pylist(self.rows, schema=self.schema))
+            self.written += len(self.rows)
+        self.rows, self.bytes = [], 0
+
+
 def _write_side_shard(folder: Path, entry: _Planned, media_format: str, computer, fingerprint: str, bar) -> None:
-    import pyarrow as pa
+    """Compute one side shard from its media shard into a hidden temporary file, renamed into place when complete."""
     import pyarrow.parquet as pq
 
     from ..video_io import VideoDecodeError
     from .shards import load_shard_files
 
-    schema = computer.schema()
     temporary = folder / f".{entry.name}.tmp"
     kinds: Counter[str] = Counter()
     skipped: list[dict[str, str]] = []
-    written = 0
     try:
-        with pq.ParquetWriter(temporary, schema, compression="zstd") as writer:
-            rows: list[dict] = []
-            batch: list[tuple[dict, Any]] = []
-
-            def compute() -> None:
-                nonlocal rows, written
-                rows += computer.rows([record for record, _ in batch], [clip for _, clip in batch])
-                batch.clear()
-                if sum(len(row.get("flow") or b"") for row in rows) >= ROW_GROUP_BYTES:
-                    writer.write_table(pa.Table.from_pylist(rows, schema=schema))
-                    written += len(rows)
-                    rows = []
-
+        with pq.ParquetWriter(temporary, computer.schema(), compression="zstd") as writer:
+            groups = _RowGroups(writer, computer.schema())
+            records: list[dict] = []  # decoded, waiting for the computer
+            clips: list = []
             for record in load_shard_files([entry.media_file], media_format):
                 bar.update(1)
                 kinds[record["kind"]] += 1
@@ -384,14 +398,14 @@ def _write_side_shard(folder: Path, entry: _Planned, media_format: str, computer
                     logger.warning(f"skipping {record['id']!r} of {entry.media_shard}: {error}")
                     skipped.append({"id": record["id"], "reason": "undecodable_video", "detail": str(error)})
                     continue
-                batch.append((record, clip))
-                if len(batch) >= computer.videos_per_call:
-                    compute()
-            if batch:
-                compute()
-            if rows:
-                writer.write_table(pa.Table.from_pylist(rows, schema=schema))
-                written += len(rows)
+                records.append(record)
+                clips.append(clip)
+                if len(records) >= computer.videos_per_call:
+                    groups.add(computer.rows(records, clips))
+                    records, clips = [], []
+            if records:
+                groups.add(computer.rows(records, clips))
+            groups.flush()
             footer = {
                 "side_version": SIDE_VERSION,
                 "kind": computer.kind,
@@ -400,7 +414,7 @@ def _write_side_shard(folder: Path, entry: _Planned, media_format: str, computer
                 "media_content": entry.media_content,
                 "records": sum(kinds.values()),
                 "kinds": dict(kinds),
-                "rows": written,
+                "rows": groups.written,
                 "skipped": skipped,
             }
             writer.add_key_value_metadata({_FOOTER_KEY: json.dumps(footer)})
