@@ -4,6 +4,8 @@ videotgb answer --model PATH_OR_HUB_ID --video FILE --question "What happens aft
 videotgb init --vlm BLIP2_OR_INSTRUCTBLIP --bert BERT --output DIR
 videotgb demo [--output DIR]
 videotgb data build --source FORMAT=ANNOTATIONS.json --media-root DIR --output SHARDS_DIR
+videotgb data flow --shards SHARDS_DIR --model CHECKPOINT --output FLOW_DIR
+videotgb data pseudo-spans --shards SHARDS_DIR --model CHECKPOINT --output SPANS_DIR
 
 Errors that come from the inputs (a missing file, a folder that is not a VideoTGB checkpoint, an undecodable video,
 a device this machine lacks) are printed as one line and exit with status 2.
@@ -266,6 +268,114 @@ def _data_build_command(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _distributed_rank() -> tuple[int, int]:
+    """(RANK, WORLD_SIZE) from the environment torchrun sets ((0, 1) without it); with CUDA, this process's GPU
+    becomes LOCAL_RANK's."""
+    values = {}
+    for name, default in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0")):
+        text = os.environ.get(name, default)
+        try:
+            values[name] = int(text)
+        except ValueError:
+            raise ValueError(f"environment variable {name}={text!r}: expected an integer") from None
+    if torch.cuda.is_available():
+        torch.cuda.set_device(values["LOCAL_RANK"] % torch.cuda.device_count())
+    return values["RANK"], values["WORLD_SIZE"]
+
+
+def _report_side(manifest: dict, arguments: argparse.Namespace, rank: int, world_size: int) -> None:
+    if not manifest["complete"]:
+        print(
+            f"rank {rank} of {world_size}: finished its side shards in {arguments.output}; the rank that finishes "
+            "last writes the complete manifest.json"
+        )
+        return
+    skipped = manifest["skipped"]
+    reasons = ", ".join(f"{count} {reason}" for reason, count in skipped["reasons"].items() if count)
+    print(
+        f"wrote {manifest['kind']} for {manifest['rows']} of {manifest['kinds']['video']} video records in "
+        f"{len(manifest['shards'])} side shards, {manifest['bytes']} bytes, to {arguments.output}"
+    )
+    print(f"skipped {skipped['total']} video records" + (f" ({reasons}); see manifest.json" if reasons else ""))
+
+
+def _data_flow_command(arguments: argparse.Namespace) -> int:
+    from .data import require_training_extra
+    from .data.precompute import FlowComputer, flow_bytes_per_video, precompute_side_shards
+    from .optical_flow import FlowConfig
+
+    require_training_extra()
+    rank, world_size = _distributed_rank()
+    processor = load_processor(arguments.model, arguments.revision)
+    computer = FlowComputer(processor, arguments.flow_dtype)
+    size = FlowConfig.from_dict(processor.flow_config).size
+    steps = processor.max_flow_steps
+    print(
+        f"flow of up to {steps} steps x 2 x {size} x {size} as {arguments.flow_dtype}: at most "
+        f"{flow_bytes_per_video(steps, size, arguments.flow_dtype)} bytes per video before compression"
+    )
+    manifest = precompute_side_shards(
+        arguments.shards,
+        arguments.output,
+        computer,
+        rank=rank,
+        world_size=world_size,
+        overwrite=arguments.overwrite,
+        progress=not arguments.no_progress,
+    )
+    _report_side(manifest, arguments, rank, world_size)
+    return 0
+
+
+def _data_pseudo_spans_command(arguments: argparse.Namespace) -> int:
+    from .data import require_training_extra
+    from .data.precompute import PseudoSpanComputer, describe_model, precompute_side_shards
+
+    require_training_extra()
+    rank, world_size = _distributed_rank()
+    device = resolve_device(arguments.device)
+    model, processor = load(arguments.model, arguments.dtype, str(device), arguments.revision)
+    computer = PseudoSpanComputer(
+        model,
+        processor,
+        model_description=describe_model(arguments.model, model),
+        max_new_tokens=arguments.max_new_tokens,
+        batch_size=arguments.batch_size,
+        subtract_min=arguments.subtract_min,
+    )
+    manifest = precompute_side_shards(
+        arguments.shards,
+        arguments.output,
+        computer,
+        rank=rank,
+        world_size=world_size,
+        overwrite=arguments.overwrite,
+        progress=not arguments.no_progress,
+    )
+    _report_side(manifest, arguments, rank, world_size)
+    return 0
+
+
+_SIDE_DESCRIPTION = """\
+{what}
+
+Reads a complete shard folder of `videotgb data build` (--shards) and writes one Parquet side shard per
+media shard (side-00003-of-00008.parquet goes with shard-00003-of-00008.*) into --output, with the
+columns id, {columns}: one row per video record (image and text records have no row). Videos that do
+not decode are skipped by id and counted in manifest.json, never fatal. The settings come from the
+--model checkpoint's processor (frames, flow), exactly as training reads the videos online.
+
+Several processes: `torchrun --nproc_per_node N -m videotgb.cli data {command} ...` (or RANK and
+WORLD_SIZE in the environment): rank r makes the side shards i with i % N == r; no process group is
+needed, and the rank that finishes last writes the complete manifest.json. A rerun resumes: finished
+side shards are kept, interrupted ones are made again; a folder made with other settings or from
+another build is refused unless --overwrite.
+
+Training reads them with `videotgb-train --train_files SHARDS --side_files DIR [DIR ...]`.
+See docs/data.md#side-shards.
+"""
+
+
 _DATA_BUILD_DESCRIPTION = """\
 Read annotation files, check every record and its media, and write shards that
 datasets.load_dataset(..., streaming=True) reads, media bytes inside, with a manifest.json
@@ -291,8 +401,11 @@ See docs/data.md.
 
 def _add_data_commands(commands) -> None:
     from .data import DEFAULT_SHARD_SIZE, FORMATS, OUTPUT_FORMATS
+    from .data.precompute import FLOW_DTYPES
 
-    data = commands.add_parser("data", help="training data: build streamable shards from annotation files")
+    data = commands.add_parser(
+        "data", help="training data: build streamable shards from annotation files; precompute flow and pseudo spans"
+    )
     data_commands = data.add_subparsers(dest="data_command", required=True)
     build = data_commands.add_parser(
         "build",
@@ -342,6 +455,67 @@ def _add_data_commands(commands) -> None:
     )
     build.add_argument("--no-progress", action="store_true", help="no progress bars")
     build.set_defaults(run=_data_build_command)
+
+    flow = data_commands.add_parser(
+        "flow",
+        help="precompute candidate-frame indices, flow-frame indices and optical flow as side shards",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=_SIDE_DESCRIPTION.format(
+            what="Compute every video's optical flow once, with the processor's settings, for training.",
+            columns="candidate_indices, flow_indices, flow (bytes), flow_scale",
+            command="flow",
+        ),
+    )
+    _add_side_arguments(flow)
+    flow.add_argument(
+        "--flow-dtype",
+        choices=FLOW_DTYPES,
+        default="float16",
+        help="how flow is stored: float16 (2 bytes a value: 12.8 MB for 64 steps x 2 x 224 x 224), or uint8 with a "
+        "per-video scale (1 byte a value, error at most half the scale) (default: %(default)s)",
+    )
+    flow.set_defaults(run=_data_flow_command)
+
+    spans = data_commands.add_parser(
+        "pseudo-spans",
+        help="precompute pseudo spans (span_targets) with a model as side shards",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=_SIDE_DESCRIPTION.format(
+            what="Make every video's pseudo span with the --model checkpoint: each candidate frame answers the "
+            "question alone\n(greedy), each answer is scored by the unigram recall of the gold answer, and the "
+            "largest rectangle\nunder the scores is the span, stored as span_targets, two ratios in [0, 1].",
+            columns="span_targets",
+            command="pseudo-spans",
+        ),
+    )
+    _add_side_arguments(spans)
+    spans.add_argument(
+        "--max-new-tokens", type=int, default=128, help="most tokens of each per-frame answer (default: %(default)s)"
+    )
+    spans.add_argument(
+        "--batch-size", type=int, default=32, help="frames answered per generate call (default: %(default)s)"
+    )
+    spans.add_argument(
+        "--subtract-min", action="store_true", help="subtract the lowest frame score before the largest rectangle"
+    )
+    spans.add_argument("--dtype", default="auto", choices=DTYPES, help="model weights (default: as saved)")
+    spans.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available, LOCAL_RANK's GPU)"
+    )
+    spans.set_defaults(run=_data_pseudo_spans_command)
+
+
+def _add_side_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--shards", required=True, metavar="DIR", help="complete shard folder of videotgb data build")
+    parser.add_argument(
+        "--model", required=True, help="VideoTGB checkpoint folder or Hub id whose processor sets frames and flow"
+    )
+    parser.add_argument("--output", required=True, metavar="DIR", help="side folder (created; resumed if it exists)")
+    parser.add_argument("--revision", default=None, help="Hub revision of --model")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace side shards made with other settings or from another build"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 DTYPES = ["auto", "float32", "bfloat16", "float16"]

@@ -238,6 +238,7 @@ class VideoTGBProcessor(ProcessorMixin):
         answers: str | Sequence[str] | None = None,
         padding_side: str | None = None,
         return_tensors: str = "pt",
+        flows: Any = None,
         **kwargs,
     ) -> BatchFeature:
         r"""
@@ -253,6 +254,10 @@ class VideoTGBProcessor(ProcessorMixin):
             padding_side: of the language-model inputs; defaults to "right" with answers (training) and "left"
                 without (batched generation).
             return_tensors: only `"pt"`.
+            flows: per question a precomputed flow `(L, 2, S, S)` (what `video_flow` returns for its video, for
+                instance read back from the side shards of `videotgb data flow`) or None. A sample with a flow uses
+                it instead of computing one from its video; a flow without a video gives a bridge-only sample (no
+                `pixel_values`), all that the bridge needs.
 
         Returns:
             [`BatchFeature`] with `input_ids`, `attention_mask` (+ `labels`), `bridge_input_ids`,
@@ -275,6 +280,7 @@ class VideoTGBProcessor(ProcessorMixin):
         batch_size = len(questions)
         videos = _per_sample(videos, batch_size, single, "videos")
         images = _per_sample(images, batch_size, single, "images")
+        flows = _per_sample(flows, batch_size, single, "flows")
         if answers is not None:
             answers = [answers] if isinstance(answers, str) else list(answers)
             if len(answers) != batch_size:
@@ -293,9 +299,12 @@ class VideoTGBProcessor(ProcessorMixin):
             except VideoDecodeError as error:
                 raise VideoDecodeError(f"sample {row}: {error}") from error
 
+        for row, (flow, image) in enumerate(zip(flows, images, strict=True)):
+            if flow is not None and image is not None:
+                raise ValueError(f"sample {row} has a flow and an image; a precomputed flow belongs to a video")
         media = [
-            "video" if clip is not None else "image" if image is not None else None
-            for clip, image in zip(clips, images, strict=True)
+            "video" if clip is not None or flow is not None else "image" if image is not None else None
+            for clip, image, flow in zip(clips, images, flows, strict=True)
         ]
         encoded: dict[str, torch.Tensor] = {}
         encoded.update(
@@ -305,10 +314,10 @@ class VideoTGBProcessor(ProcessorMixin):
         )
         encoded.update(self._question_inputs(self.bridge_tokenizer, questions, "bridge"))
         encoded.update(self._question_inputs(self.qformer_tokenizer, questions, "qformer"))
-        if any(medium is not None for medium in media):
+        if any(clip is not None or image is not None for clip, image in zip(clips, images, strict=True)):
             encoded.update(self._visual_inputs(clips, images))
-        if any(clip is not None for clip in clips):
-            encoded.update(self._flow_inputs(clips))
+        if any(medium == "video" for medium in media):
+            encoded.update(self._flow_inputs(clips, flows))
         return BatchFeature(encoded, tensor_type="pt")
 
     def _visual_inputs(self, clips: list[VideoClip | None], images: list[Any]) -> dict:
@@ -331,14 +340,35 @@ class VideoTGBProcessor(ProcessorMixin):
             frame_mask[row, : len(frames)] = 1
         return {"pixel_values": pixel_values, "frame_mask": frame_mask}
 
-    def _flow_inputs(self, clips: list[VideoClip | None]) -> dict:
+    def video_flow(self, clip: VideoClip) -> torch.FloatTensor:
+        """The `(L, 2, S, S)` optical flow of a clip's `L` flow steps, computed with `flow_config`: what the bridge
+        reads for this video (`__call__` and `videotgb data flow` both call this)."""
         config = FlowConfig.from_dict(self.flow_config)
-        flows = [
-            None if clip is None else compute_flow(clip.flow_frames, config, next_frames=clip.flow_next_frames)
-            for clip in clips
-        ]
+        return compute_flow(clip.flow_frames, config, next_frames=clip.flow_next_frames)
+
+    def _checked_flow(self, flow: Any, clip: VideoClip | None, row: int) -> torch.FloatTensor:
+        """A precomputed flow as a float tensor, after checking it has the shape this processor would compute."""
+        size = FlowConfig.from_dict(self.flow_config).size
+        flow = torch.as_tensor(flow).float()
+        if flow.ndim != 4 or flow.shape[1:] != (2, size, size) or not 1 <= len(flow) <= self.max_flow_steps:
+            raise ValueError(
+                f"flows[{row}] must have shape (L, 2, {size}, {size}) with 1 <= L <= {self.max_flow_steps} (this "
+                f"processor's flow size and max_flow_steps), got {tuple(flow.shape)}"
+            )
+        if clip is not None and len(flow) != len(clip.flow_indices):
+            raise ValueError(f"flows[{row}] has {len(flow)} steps but its video has {len(clip.flow_indices)}")
+        return flow
+
+    def _flow_inputs(self, clips: list[VideoClip | None], given: list[Any]) -> dict:
+        size = FlowConfig.from_dict(self.flow_config).size
+        flows: list[torch.Tensor | None] = []
+        for row, (clip, flow) in enumerate(zip(clips, given, strict=True)):
+            if flow is not None:
+                flows.append(self._checked_flow(flow, clip, row))
+            else:
+                flows.append(None if clip is None else self.video_flow(clip))
         steps = max(len(flow) for flow in flows if flow is not None)
-        flow = torch.zeros(len(clips), steps, 2, config.size, config.size)
+        flow = torch.zeros(len(clips), steps, 2, size, size)
         flow_mask = torch.zeros(len(clips), steps, dtype=torch.long)
         for row, video_flow in enumerate(flows):
             if video_flow is not None:

@@ -27,6 +27,7 @@ from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
+from .data.precompute import check_side_settings
 from .modeling_videotgb import span_targets_to_positions
 from .training.data import DECODE_SKIP_REASONS, STOPPING_STRATEGIES, VideoTGBCollator, stream_examples
 from .training.deepspeed import resolve_deepspeed_config
@@ -94,11 +95,18 @@ class DataArguments:
         },
     )
     file_format: str = field(default="parquet", metadata={"help": "parquet or webdataset (of files given directly)"})
-    shuffle_buffer: int = field(
-        default=1000,
+    side_files: list[str] = field(
+        default_factory=list,
         metadata={
-            "help": "records in the shuffle buffer (0: no shuffling, shard order only; a resumed run then skips no "
-            "decoding)"
+            "help": "side folders of `videotgb data flow` / `videotgb data pseudo-spans` made from the one build "
+            "in --train_files: their precomputed flow / span_targets are joined to its records by id"
+        },
+    )
+    shuffle_buffer: int = field(
+        default=0,
+        metadata={
+            "help": "records in a shuffle buffer that also shuffles the shard order; 0 (default): the order of the "
+            "build (shuffle it with `videotgb data build --seed`), and a resumed run decodes no record twice"
         },
     )
     source_probabilities: list[float] | None = field(
@@ -180,6 +188,21 @@ def check_sources(
                 f"each process reads its own shards (build with `videotgb data build --world-size {world_size}`)"
             )
     return probabilities
+
+
+def open_side_files(arguments: DataArguments) -> list:
+    """The `--side_files` folders, checked against the build in `--train_files` (which must be that one folder)."""
+    from .data.precompute import open_side_folders
+    from .data.shards import MANIFEST_NAME
+
+    if not arguments.side_files:
+        return []
+    if len(arguments.train_files) != 1 or not Path(arguments.train_files[0], MANIFEST_NAME).is_file():
+        raise TrainingSetupError(
+            "--side_files needs --train_files to be the one folder of `videotgb data build` they were made from, "
+            f"got {arguments.train_files}"
+        )
+    return open_side_folders(arguments.train_files[0], arguments.side_files)
 
 
 def lora_settings(arguments: ModelArguments) -> LoraSettings | None:
@@ -506,6 +529,7 @@ def train(argv: list[str] | None = None) -> Path:
     lora = lora_settings(model_args)
     sources, file_format = expand_sources(data_args.train_files, data_args.file_format)
     probabilities = check_sources(data_args.train_files, sources, data_args, training_args.world_size)
+    side_folders = open_side_files(data_args)
     if training_args.max_steps is None or training_args.max_steps <= 0:
         raise TrainingSetupError("--max_steps is required: streamed shards have no length")
     check_output_dir(training_args, model_args)
@@ -522,6 +546,7 @@ def train(argv: list[str] | None = None) -> Path:
             training_args.per_device_train_batch_size,
             training_args.dataloader_num_workers,
             training_args.world_size,
+            data_args.side_files,
         )
     resume_data = data_position(checkpoint, training_args, settings)
 
@@ -530,6 +555,7 @@ def train(argv: list[str] | None = None) -> Path:
     model, processor = load_model_and_processor(model_args, dtype)
     stage = get_stage(stage_name, seq2seq=not model.config.use_decoder_only_language_model)
     processor.check_model_config(model.config)
+    check_side_settings(side_folders, processor)
     trained = apply_stage(model, stage, lora)
     dataset = stream_examples(
         sources,
@@ -539,6 +565,8 @@ def train(argv: list[str] | None = None) -> Path:
         file_format,
         probabilities,
         data_args.source_stopping_strategy,
+        side_folders=side_folders,
+        decode_frames=stage.lm_loss,  # the grounding stage reads flow and questions only
     )
     trainer = VideoTGBTrainer(
         model=trained,

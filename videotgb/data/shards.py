@@ -581,7 +581,7 @@ def check_schema_version(location: str | os.PathLike, version: int | None) -> No
     if version is not None and int(version) != SCHEMA_VERSION:
         raise SchemaVersionError(
             f"{location}: shards of record schema version {version}, but this videotgb reads version "
-            f"{SCHEMA_VERSION}; rebuild them with `videotgb data build` of this version"
+            f"{SCHEMA_VERSION}; rebuild them with `videotgb data build --overwrite`"
         )
 
 
@@ -610,13 +610,20 @@ def shard_schema_version(path: str, file_format: str = "parquet") -> int | None:
     return None
 
 
-def shard_files(location: str | os.PathLike) -> tuple[list[str], str]:
-    """The shard files of a complete build (local folder or fsspec URL) and their format, from its manifest.
-    SchemaVersionError when the build is of another record schema version."""
+def read_build_manifest(location: str | os.PathLike) -> dict[str, Any]:
+    """The manifest of a complete build in this package's record schema; ValueError naming `location` when the build
+    is incomplete, SchemaVersionError when it is of another record schema version."""
     manifest = read_manifest(location)
     if not manifest.get("complete"):
         raise ValueError(f"{location}: the build is not complete; run `videotgb data build` again to finish it")
     check_schema_version(location, manifest.get("schema_version"))
+    return manifest
+
+
+def shard_files(location: str | os.PathLike) -> tuple[list[str], str]:
+    """The shard files of a complete build (local folder or fsspec URL) and their format, from its manifest.
+    SchemaVersionError when the build is of another record schema version."""
+    manifest = read_build_manifest(location)
     base = str(location).rstrip("/")
     return [f"{base}/{shard['name']}" for shard in manifest["shards"]], manifest["format"]
 
@@ -658,6 +665,34 @@ def load_shard_files(
     return dataset.map(
         _from_webdataset, remove_columns=list(dataset.column_names or ["json", "media"]), features=features
     )
+
+
+def read_shard_file(path: str, file_format: str = "parquet") -> Iterable[dict[str, Any]]:
+    """The records of one shard file (local path or fsspec URL), in order, read in this process.
+
+    `load_shard_files` is the reader for training streams; this one serves code that runs inside a data-loader worker
+    and must read one whole shard there (`datasets` would split its files among the workers again), such as the join
+    of side shards to their media shard.
+    """
+    import fsspec
+
+    if file_format not in OUTPUT_FORMATS:
+        raise ValueError(f"shard format must be one of {sorted(OUTPUT_FORMATS)}, got {file_format!r}")
+    with fsspec.open(path, "rb") as handle:
+        if file_format == "parquet":
+            import pyarrow.parquet as pq
+
+            for batch in pq.ParquetFile(handle).iter_batches(batch_size=8):
+                yield from batch.to_pylist()
+            return
+        fields: dict[str, Any] = {}
+        with tarfile.open(fileobj=handle, mode="r|") as archive:
+            for member in archive:
+                data = archive.extractfile(member).read()
+                if member.name.endswith(".json"):
+                    fields = json.loads(data)
+                else:
+                    yield _from_webdataset({"json": fields, "media": data})
 
 
 def load_shards(location: str | os.PathLike, *, streaming: bool = True, split: str = "train", **kwargs):

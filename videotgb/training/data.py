@@ -2,9 +2,10 @@
 
 Records follow the shard schema of `videotgb data build` (docs/data.md): `id`, `source`, `kind` (`video`, `image`
 or `text`), `question`, `answer`, `media` (bytes, or null for text) and optionally `span_targets` (the pseudo span
-as two ratios of the video in [0, 1]). Decoding runs inside the iterable dataset, hence in the data loader's worker
-processes: a video's candidate frames and flow-frame pairs are read with `video_io` from the bytes, an image with
-PIL. A record that cannot be used (missing or undecodable media, a malformed field) is skipped, never replaced; the
+as two ratios of the video in [0, 1]), which side shards of `videotgb data pseudo-spans` add. Decoding runs inside
+the iterable dataset, hence in the data loader's worker processes: a video's candidate frames and flow-frame pairs
+are read with `video_io` from the bytes, an image with PIL. With the side shards of `videotgb data flow`, a video's
+flow comes precomputed (never computed again), and a stage that reads no frames (`grounding`) decodes no video. A record that cannot be used (missing or undecodable media, a malformed field) is skipped, never replaced; the
 number skipped per reason travels with the next good example (`skipped`, a JSON object), so that the counts reach
 the training loop from any worker, and `VideoTGBCollator` sums them per batch. Not part of a checkpoint's remote
 code.
@@ -27,7 +28,14 @@ from ..data.schema import KINDS
 
 logger = logging.get_logger(__name__)
 
-DECODE_SKIP_REASONS = ("malformed_record", "missing_video", "missing_image", "undecodable_video", "undecodable_image")
+DECODE_SKIP_REASONS = (
+    "malformed_record",
+    "missing_video",
+    "missing_image",
+    "undecodable_video",
+    "undecodable_image",
+    "missing_flow",
+)
 EXAMPLE_COLUMNS = (
     "id",
     "kind",
@@ -39,6 +47,7 @@ EXAMPLE_COLUMNS = (
     "flow_indices",
     "flow_frames",
     "flow_next_frames",
+    "flow",
     "image",
     "span_targets",
     "skipped",
@@ -76,8 +85,12 @@ def _span_targets(record: dict, record_id: Any) -> list[float]:
     return [start, end]
 
 
-def decode_record(record: dict, processor) -> dict:
+def decode_record(record: dict, processor, decode_frames: bool = True) -> dict:
     """One shard record -> one example with decoded frames (the columns of `EXAMPLE_COLUMNS`).
+
+    A record joined to flow side shards has a `flow` field: the video's precomputed `(L, 2, S, S)` flow, or None
+    when they have none for it (`missing_flow`). Its example carries that flow; the video is decoded only for its
+    candidate frames, and not at all when `decode_frames` is False (a stage that reads no frames).
 
     Raises BadRecordError (with the record's id and a `reason`) for anything that cannot be trained on.
     """
@@ -100,6 +113,15 @@ def decode_record(record: dict, processor) -> dict:
     media = record.get("media")
     if not isinstance(media, (bytes, bytearray)) or not media:
         raise BadRecordError(record_id, f"missing_{kind}", f"the {kind} record has no media bytes")
+    if kind == "video" and "flow" in record:
+        if record["flow"] is None:
+            raise BadRecordError(
+                record_id, "missing_flow", "the flow side shards have no flow for this video (see their manifest.json)"
+            )
+        example["flow"] = record["flow"]
+        if not decode_frames:
+            example.update(candidate_indices=record["candidate_indices"], flow_indices=record["flow_indices"])
+            return example
     if kind == "image":
         from PIL import Image, UnidentifiedImageError
 
@@ -132,16 +154,17 @@ class SkippingDecoder:
     One record in, one example out, with no batch of records held back: the stream's `state_dict()` then points just
     past the last example handed on, so a resumed stream decodes only the records after it (nothing is pending at
     that point: a good example has just cleared the counts). Each data-loader worker holds its own copy; counts
-    pending when a worker's stream ends are logged there.
+    pending when a worker's stream ends are logged there. `decode_frames` as in `decode_record`.
     """
 
-    def __init__(self, processor):
+    def __init__(self, processor, decode_frames: bool = True):
         self.processor = processor
+        self.decode_frames = decode_frames
         self.pending: Counter[str] = Counter()
 
     def __call__(self, record: dict) -> dict:
         try:
-            example = decode_record(record, self.processor)
+            example = decode_record(record, self.processor, self.decode_frames)
         except BadRecordError as error:
             self.pending[error.reason] += 1
             logger.warning("skipping %s (%s)", error, error.reason)
@@ -169,6 +192,7 @@ def read_records(
     seed: int = 0,
     probabilities: Sequence[float] | None = None,
     stopping_strategy: str = "first_exhausted",
+    side_folders: Sequence = (),
 ):
     """The shard records of one or several sources, as one stream (before decoding).
 
@@ -182,6 +206,8 @@ def read_records(
             `"all_exhausted_without_replacement"` (every record of every source once).
         shuffle_buffer: with a positive value, shards are shuffled (within each source) and records drawn from a
             buffer of that size (`seed` makes it repeatable); 0 keeps the order of the shards.
+        side_folders: side folders of the one source's build (`videotgb.data.precompute.open_side_folders` checks
+            them); their columns are joined to its records on `id`, side shard `i` with shard file `i`.
 
     Returns:
         A `datasets.IterableDataset` of records; its `state_dict()` resumes it exactly when `shuffle_buffer` is 0.
@@ -190,7 +216,16 @@ def read_records(
 
     from ..data.shards import load_shard_files
 
-    if probabilities is None:
+    if side_folders:
+        if len(sources) != 1 or probabilities is not None:
+            raise ValueError("side folders belong to one build: give them with one source, without probabilities")
+        from datasets import IterableDataset
+
+        from ..data.precompute import join_plan, joined_records
+
+        plan = join_plan(sources[0], file_format, side_folders)
+        records = IterableDataset.from_generator(joined_records, gen_kwargs={"shards": plan})
+    elif probabilities is None:
         records = load_shard_files([file for files in sources for file in files], file_format, strict_schema=False)
     else:
         if len(probabilities) != len(sources):
@@ -212,6 +247,8 @@ def stream_examples(
     file_format: str = "parquet",
     probabilities: Sequence[float] | None = None,
     stopping_strategy: str = "first_exhausted",
+    side_folders: Sequence = (),
+    decode_frames: bool = True,
 ):
     """Stream shard files (local paths, globs or fsspec URLs such as `hf://datasets/...`) as decoded examples.
 
@@ -221,6 +258,9 @@ def stream_examples(
         processor: the `VideoTGBProcessor` whose frame and flow settings decode the videos.
         shuffle_buffer, seed, probabilities, stopping_strategy: as in `read_records`.
         file_format: `"parquet"` or `"webdataset"`.
+        side_folders: side folders of these shards, checked by `videotgb.data.precompute.open_side_folders`; their
+            columns are joined to the records on `id` (side shard `i` with shard file `i`).
+        decode_frames: False when the stage reads no frames: with precomputed flow, videos are then not decoded.
 
     Returns:
         A `datasets.IterableDataset` of decoded examples; each data-loader worker reads its own shards. Its
@@ -232,15 +272,20 @@ def stream_examples(
         sources = [list(data_files)]
     else:
         sources = [list(files) for files in data_files]
-    records = read_records(sources, file_format, shuffle_buffer, seed, probabilities, stopping_strategy)
-    decoder = SkippingDecoder(processor)
-    columns = records.column_names or ["id", "kind", "question", "answer", "media"]
+    records = read_records(sources, file_format, shuffle_buffer, seed, probabilities, stopping_strategy, side_folders)
+    decoder = SkippingDecoder(processor, decode_frames)
+    columns = records.column_names
+    if not columns and side_folders:
+        from ..data.precompute import joined_columns
+
+        columns = joined_columns(side_folders)
+    columns = columns or ["id", "kind", "question", "answer", "media"]
     return records.map(decoder, remove_columns=columns).filter(decoder.is_decoded)
 
 
 class VideoTGBCollator:
     """Decoded examples -> a training batch from `VideoTGBProcessor` (answers as labels, flow computed here, in the
-    worker), plus `span_targets` `(batch, 2)` (NaN rows for examples without a pseudo span) and `skipped`, the
+    worker, unless the examples carry it precomputed), plus `span_targets` `(batch, 2)` (NaN rows for examples without a pseudo span) and `skipped`, the
     per-reason counts of the records dropped before these examples, and `record_ids`. With `keep_clips`, `pseudo_span_inputs` holds
     the decoded clips, questions and answers, from which self-refinement makes its pseudo spans."""
 
@@ -251,10 +296,10 @@ class VideoTGBCollator:
     def __call__(self, examples: list[dict]) -> dict:
         from ..video_io import VideoClip
 
-        videos, images = [], []
+        videos, images, flows = [], [], []
         for example in examples:
             clip = None
-            if example["kind"] == "video":
+            if example["kind"] == "video" and example["candidate_frames"] is not None:
                 clip = VideoClip(
                     metadata=None,
                     candidate_indices=list(example["candidate_indices"]),
@@ -267,12 +312,14 @@ class VideoTGBCollator:
                 )
             videos.append(clip)
             images.append(None if example["image"] is None else np.array(example["image"], dtype=np.uint8))
+            flows.append(None if example["flow"] is None else np.asarray(example["flow"], dtype=np.float32))
         batch = dict(
             self.processor(
                 [example["question"] for example in examples],
                 videos=videos,
                 images=images,
                 answers=[example["answer"] for example in examples],
+                flows=flows if any(flow is not None for flow in flows) else None,
             )
         )
         batch["span_targets"] = torch.tensor(

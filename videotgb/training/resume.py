@@ -68,10 +68,12 @@ def data_settings(
     batch_size: int,
     num_workers: int,
     world_size: int,
+    side_files: list[str] = (),
 ) -> dict[str, Any]:
     """What a data position is relative to: resuming with other values would continue in another stream."""
     return {
         "train_files": sources,
+        "side_files": list(side_files),
         "file_format": file_format,
         "shuffle_buffer": shuffle_buffer,
         "seed": seed,
