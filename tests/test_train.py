@@ -175,10 +175,10 @@ def record_reading(monkeypatch, tmp_path):
     decoded_log, trained = tmp_path / "decoded.txt", []
     decode, compute_loss = data.decode_record, VideoTGBTrainer.compute_loss
 
-    def decode_and_log(record, processor):
+    def decode_and_log(record, processor, *args):
         with decoded_log.open("a") as log:
             log.write(f"{record['id']}\n")
-        return decode(record, processor)
+        return decode(record, processor, *args)
 
     def compute_loss_and_log(self, model, inputs, *args, **kwargs):
         trained.extend(inputs["record_ids"])
