@@ -45,7 +45,10 @@ def video_shards(tmp_path_factory):
             span_targets=[0.6, 0.9],
         ),
     ]
-    bad = [record("corrupt", "video", b"\x00garbage"), record("empty", "video", None)]
+    bad = [  # with span targets, or the grounding stage would skip them before reading their media
+        record("corrupt", "video", b"\x00garbage", span_targets=[0.2, 0.4]),
+        record("empty", "video", None, span_targets=[0.2, 0.4]),
+    ]
     shard = good * 2 + bad[:1] + good + bad[1:] + good * 8  # both bad records come within the 12 examples read
     return write_shards(tmp_path_factory.mktemp("shards"), [shard, good * 6])
 

@@ -166,10 +166,13 @@ def span_targets_to_positions(span_targets: torch.Tensor, flow_lengths: torch.Te
     """
     lengths = flow_lengths.to(span_targets.device)[:, None]
     positions = torch.round(span_targets.float().clamp(0, 1) * (lengths - 1).clamp(min=0)).long()
-    ignored = (
-        torch.isnan(span_targets).any(-1) | (span_targets < 0).any(-1) | (flow_lengths.to(span_targets.device) < 1)
-    )
+    ignored = untargeted_rows(span_targets) | (flow_lengths.to(span_targets.device) < 1)
     return positions.masked_fill(ignored[:, None], IGNORE_INDEX)
+
+
+def untargeted_rows(span_targets: torch.Tensor) -> torch.Tensor:
+    """`(batch,)` bool: the rows of `(batch, 2)` span targets that hold no target (a NaN or negative ratio)."""
+    return torch.isnan(span_targets).any(-1) | (span_targets < 0).any(-1)
 
 
 def merge_visual_prefix(
@@ -1419,7 +1422,8 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
             the target tokens, as for the LM itself.
         span_targets (`torch.FloatTensor` of shape `(batch_size, 2)`, *optional*):
             Target (start, end) of the relevant span as ratios of the video's flow steps in [0, 1]; NaN or negative
-            rows are ignored (images, text-only samples). Gives `span_loss`.
+            rows are ignored (images, text-only samples). Gives `span_loss`; needs `flow`, except when no row holds
+            a target (a batch of images and text), which gives no `span_loss`.
         inputs_embeds (`torch.FloatTensor` of shape `(batch_size, length, text_hidden_size)`, *optional*):
             The text's embeddings instead of `input_ids` (e.g. `model.get_input_embeddings()(input_ids)`); the visual
             tokens are merged with them as with those of `input_ids`.
@@ -1465,16 +1469,21 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
         bridge_output = encoded["bridge_output"]
         span_loss = None
         if span_targets is not None:
-            if bridge_output is None:
-                raise ValueError("span_targets need flow (and bridge_input_ids) to compute the span loss")
             if tuple(span_targets.shape) != (encoded["inputs_embeds"].shape[0], 2):
                 raise ValueError(f"span_targets must have shape (batch, 2), got {tuple(span_targets.shape)}")
-            positions = span_targets_to_positions(span_targets, bridge_output.flow_lengths).to(
-                bridge_output.start_logits.device
-            )
-            span_loss = span_cross_entropy(
-                bridge_output.start_logits, bridge_output.end_logits, positions[:, 0], positions[:, 1]
-            )
+            if bridge_output is not None:
+                positions = span_targets_to_positions(span_targets, bridge_output.flow_lengths).to(
+                    bridge_output.start_logits.device
+                )
+                span_loss = span_cross_entropy(
+                    bridge_output.start_logits, bridge_output.end_logits, positions[:, 0], positions[:, 1]
+                )
+            elif not untargeted_rows(span_targets).all():  # no flow is fine for a batch of images and text only
+                rows = (~untargeted_rows(span_targets)).nonzero().flatten().tolist()
+                raise ValueError(
+                    f"span_targets rows {rows} hold targets, which need flow (and bridge_input_ids) to compute the "
+                    "span loss"
+                )
         lm_loss = lm_outputs.loss
         loss = None
         if lm_loss is not None or span_loss is not None:

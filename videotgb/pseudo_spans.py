@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from .keyframes import _check_count, flow_step_to_candidate
@@ -40,6 +41,10 @@ __all__ = [
 _WORD = re.compile(r"[^\W_]+")
 """A word token: a maximal run of Unicode letters and digits. Whitespace, punctuation, symbols and ``_`` separate
 words, so a token made only of punctuation never counts."""
+
+PLACEHOLDER_QUESTION = "?"
+"""The question of the placeholder sample (a black frame) with which a process that has no more frames to answer
+takes part in synced `generate` calls (:func:`answer_frames`); its answer is discarded."""
 
 _TIE_TOLERANCE = 1e-9
 """Relative difference under which two rectangle areas count as equal (they are products of float scores)."""
@@ -271,6 +276,7 @@ def answer_frames(
     *,
     max_new_tokens: int = 128,
     batch_size: int = 32,
+    synced_gpus: bool | None = None,
 ) -> list[list[str]]:
     """Answer each question from each candidate frame of its video alone.
 
@@ -281,13 +287,24 @@ def answer_frames(
     frames) is answered once. The model runs in eval mode under ``torch.no_grad()``; the training mode of each of
     its modules is restored afterwards.
 
+    With ``synced_gpus`` (several processes sharing the parameters under ZeRO-3 or FSDP, where every `generate` call
+    gathers them from all ranks) the processes first agree on the largest number of `generate` calls any of them
+    needs (an all-reduce over the default process group); one that needs fewer, or none (no video: empty
+    ``clips``), makes the rest on a placeholder, one black frame with the question ``"?"``, whose answer is
+    discarded, and every call gets ``synced_gpus`` so that a process whose answers end early keeps stepping with
+    the others. Every process of the group must call this function the same number of times.
+
     Args:
-        model: a `VideoTGBForConditionalGeneration` (or anything with its `generate`).
+        model: a `VideoTGBForConditionalGeneration` (or anything with its `generate` and `runs_every_module`).
         processor: the model's `VideoTGBProcessor`.
-        clips: per question a video: a `VideoClip` from ``processor.load_video`` or anything it accepts.
+        clips: per question a video: a `VideoClip` from ``processor.load_video`` or anything it accepts; may be
+            empty (then no answer is made, but the process takes part in the synced calls).
         questions: the questions, one per video.
         max_new_tokens: most tokens per answer.
         batch_size: frames per `generate` call.
+        synced_gpus: whether the processes must make their `generate` calls together; defaults to
+            ``model.runs_every_module()`` (on when several processes run under ZeRO-3 or FSDP). Off, one process
+            answers exactly as alone.
 
     Returns:
         Per video, the ``N_c`` answers of its candidate frames, in candidate order, stripped of surrounding spaces.
@@ -295,6 +312,7 @@ def answer_frames(
     _check_count("max_new_tokens", max_new_tokens)
     _check_count("batch_size", batch_size)
     clips, questions = _check_batch(clips=clips, questions=questions)
+    synced = model.runs_every_module() if synced_gpus is None else synced_gpus
     clips = [processor.load_video(clip, f"clips[{row}]") for row, clip in enumerate(clips)]
 
     # (row, candidate position) of every distinct frame to answer; `owner` points repeats at their first position
@@ -310,23 +328,32 @@ def answer_frames(
             owner.append(first_position[index])
         owners.append(owner)
 
+    chunks = [jobs[begin : begin + batch_size] for begin in range(0, len(jobs), batch_size)]
+    calls = _agreed_call_count(len(chunks), model.device) if synced else len(chunks)
+    placeholder = np.zeros((processor.image_size, processor.image_size, 3), dtype=np.uint8)
+
     answers: dict[tuple[int, int], str] = {}
     modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
         with torch.no_grad():
-            for begin in range(0, len(jobs), batch_size):
-                chunk = jobs[begin : begin + batch_size]
+            for call in range(calls):
+                chunk = chunks[call] if call < len(chunks) else []
                 batch = processor(
-                    [questions[row] for row, _ in chunk],
-                    images=[clips[row].candidate_frames[position] for row, position in chunk],
+                    [questions[row] for row, _ in chunk] or [PLACEHOLDER_QUESTION],
+                    images=[clips[row].candidate_frames[position] for row, position in chunk] or [placeholder],
                 ).to(model.device)
                 floating = {key: value.to(model.dtype) for key, value in batch.items() if value.is_floating_point()}
                 sequences = model.generate(
-                    **batch | floating, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1
+                    **batch | floating,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    num_beams=1,
+                    synced_gpus=synced,
                 )
-                texts = processor.batch_decode(sequences, skip_special_tokens=True)
-                answers.update((job, text.strip()) for job, text in zip(chunk, texts, strict=True))
+                if chunk:
+                    texts = processor.batch_decode(sequences, skip_special_tokens=True)
+                    answers.update((job, text.strip()) for job, text in zip(chunk, texts, strict=True))
     finally:
         for module, training in modes:
             module.train(training)
@@ -343,6 +370,7 @@ def pseudo_spans_from_model(
     max_new_tokens: int = 128,
     batch_size: int = 32,
     subtract_min: bool = False,
+    synced_gpus: bool | None = None,
 ) -> list[tuple[float, float]]:
     """Pseudo spans of a batch of videos, as ``(start, end)`` ratios for `forward(span_targets=...)`.
 
@@ -351,7 +379,8 @@ def pseudo_spans_from_model(
     video's own number of flow steps (``len(clip.flow_indices)``, see :func:`span_to_ratios`).
 
     Args:
-        model, processor, clips, questions, max_new_tokens, batch_size: as in :func:`answer_frames`.
+        model, processor, clips, questions, max_new_tokens, batch_size, synced_gpus: as in :func:`answer_frames`
+            (``clips`` may be empty: the process then takes part in the synced calls and gets no span).
         answers: the gold answers, one per video.
         subtract_min: as in :func:`largest_rectangle`.
 
@@ -364,7 +393,13 @@ def pseudo_spans_from_model(
         raise ValueError(f"subtract_min must be a bool, got {subtract_min!r}")
     clips = [processor.load_video(clip, f"clips[{row}]") for row, clip in enumerate(clips)]
     frame_answers = answer_frames(
-        model, processor, clips, questions, max_new_tokens=max_new_tokens, batch_size=batch_size
+        model,
+        processor,
+        clips,
+        questions,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        synced_gpus=synced_gpus,
     )
     return [
         pseudo_span_from_answers(
@@ -374,13 +409,27 @@ def pseudo_spans_from_model(
     ]
 
 
+def _agreed_call_count(local: int, device: torch.device) -> int:
+    """The largest ``local`` over the processes of the default group (``local`` itself when there is no group or it
+    has one process): how many synced `generate` calls every process makes."""
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if not distributed or torch.distributed.get_world_size() == 1:
+        return local
+    # gloo reduces CPU tensors; NCCL and the other accelerator backends reduce tensors on the model's device
+    on = torch.device("cpu") if torch.distributed.get_backend() == "gloo" else device
+    count = torch.tensor([local], dtype=torch.long, device=on)
+    torch.distributed.all_reduce(count, op=torch.distributed.ReduceOp.MAX)
+    return int(count.item())
+
+
 def _check_batch(**columns: Sequence[Any]) -> list[list[Any]]:
-    """Each column as a list; raise a ``ValueError`` naming a column that is not a sequence, is empty, has text
-    entries that are not ``str`` (every column but ``clips``), or differs in length from the first."""
+    """Each column as a list; raise a ``ValueError`` naming a column that is not a sequence, has text entries that
+    are not ``str`` (every column but ``clips``), or differs in length from the first. Columns may be empty (a
+    process without videos still takes part in synced `generate` calls)."""
     lists = []
     for name, column in columns.items():
-        if isinstance(column, (str, bytes)) or not isinstance(column, Sequence) or len(column) == 0:
-            raise ValueError(f"{name} must be a non-empty sequence, one entry per video, got {type(column).__name__}")
+        if isinstance(column, (str, bytes)) or not isinstance(column, Sequence):
+            raise ValueError(f"{name} must be a sequence, one entry per video, got {type(column).__name__}")
         if name != "clips" and not all(isinstance(entry, str) for entry in column):
             raise ValueError(f"{name} must hold str entries")
         lists.append(list(column))

@@ -325,7 +325,10 @@ class VideoTGBTrainer(Trainer):
             span_targets = self.online_span_targets(model, pseudo_span_inputs, inputs["input_ids"].device)
         if not self.stage.lm_loss:
             if "flow" not in inputs:
-                raise ValueError("the grounding stage trains on videos with span_targets; this batch has no video")
+                raise ValueError(
+                    "the grounding stage trains on videos with span_targets, but this batch has no video (a data "
+                    "stream for it must skip other records: `stream_examples(..., span_only=True)`)"
+                )
             loss, ious = grounding_loss(
                 model,
                 inputs["flow"],
@@ -351,21 +354,24 @@ class VideoTGBTrainer(Trainer):
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
     def online_span_targets(self, model, pseudo_span_inputs: dict, device: torch.device) -> torch.Tensor:
-        """Pseudo spans of the batch's videos made with the model as it is now (NaN rows for images and text)."""
+        """Pseudo spans of the batch's videos made with the model as it is now (NaN rows for images and text).
+
+        Called in every step, also for a batch without video: under ZeRO-3 the ranks make their `generate` calls
+        together (`answer_frames`), and one without video takes part with placeholder calls."""
         from .pseudo_spans import pseudo_spans_from_model
 
         clips = pseudo_span_inputs["clips"]
         rows = [row for row, clip in enumerate(clips) if clip is not None]
         targets = torch.full((len(clips), 2), float("nan"), device=device)
+        spans = pseudo_spans_from_model(
+            self.accelerator.unwrap_model(model),
+            self.processing_class,
+            [clips[row] for row in rows],
+            [pseudo_span_inputs["questions"][row] for row in rows],
+            [pseudo_span_inputs["answers"][row] for row in rows],
+            **self.pseudo_span_kwargs,
+        )
         if rows:
-            spans = pseudo_spans_from_model(
-                self.accelerator.unwrap_model(model),
-                self.processing_class,
-                [clips[row] for row in rows],
-                [pseudo_span_inputs["questions"][row] for row in rows],
-                [pseudo_span_inputs["answers"][row] for row in rows],
-                **self.pseudo_span_kwargs,
-            )
             targets[rows] = torch.tensor(spans, dtype=targets.dtype, device=device)
         return targets
 
@@ -566,7 +572,9 @@ def train(argv: list[str] | None = None) -> Path:
         probabilities,
         data_args.source_stopping_strategy,
         side_folders=side_folders,
-        decode_frames=stage.lm_loss,  # the grounding stage reads flow and questions only
+        # the grounding stage reads flow and questions only, and trains on videos with span targets only
+        decode_frames=stage.lm_loss,
+        span_only=not stage.lm_loss,
     )
     trainer = VideoTGBTrainer(
         model=trained,

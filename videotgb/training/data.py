@@ -5,8 +5,9 @@ or `text`), `question`, `answer`, `media` (bytes, or null for text) and optional
 as two ratios of the video in [0, 1]), which side shards of `videotgb data pseudo-spans` add. Decoding runs inside
 the iterable dataset, hence in the data loader's worker processes: a video's candidate frames and flow-frame pairs
 are read with `video_io` from the bytes, an image with PIL. With the side shards of `videotgb data flow`, a video's
-flow comes precomputed (never computed again), and a stage that reads no frames (`grounding`) decodes no video. A record that cannot be used (missing or undecodable media, a malformed field) is skipped, never replaced; the
-number skipped per reason travels with the next good example (`skipped`, a JSON object), so that the counts reach
+flow comes precomputed (never computed again), and a stage that reads no frames (`grounding`) decodes no video. A
+record that cannot be used (missing or undecodable media, a malformed field; for `grounding`, a record that is not a
+video with span targets) is skipped, never replaced; the number skipped per reason travels with the next good example (`skipped`, a JSON object), so that the counts reach
 the training loop from any worker, and `VideoTGBCollator` sums them per batch. Not part of a checkpoint's remote
 code.
 """
@@ -28,6 +29,9 @@ from ..data.schema import KINDS
 
 logger = logging.get_logger(__name__)
 
+SPAN_ONLY_SKIP_REASONS = ("not_a_video", "missing_span_targets")
+"""Why a stage that trains only the span loss on given span targets (`grounding`) skips a good record: it is an
+image or text record, or a video without `span_targets` (in the record or in a pseudo-span side shard)."""
 DECODE_SKIP_REASONS = (
     "malformed_record",
     "missing_video",
@@ -35,6 +39,7 @@ DECODE_SKIP_REASONS = (
     "undecodable_video",
     "undecodable_image",
     "missing_flow",
+    *SPAN_ONLY_SKIP_REASONS,
 )
 EXAMPLE_COLUMNS = (
     "id",
@@ -85,12 +90,15 @@ def _span_targets(record: dict, record_id: Any) -> list[float]:
     return [start, end]
 
 
-def decode_record(record: dict, processor, decode_frames: bool = True) -> dict:
+def decode_record(record: dict, processor, decode_frames: bool = True, span_only: bool = False) -> dict:
     """One shard record -> one example with decoded frames (the columns of `EXAMPLE_COLUMNS`).
 
     A record joined to flow side shards has a `flow` field: the video's precomputed `(L, 2, S, S)` flow, or None
     when they have none for it (`missing_flow`). Its example carries that flow; the video is decoded only for its
     candidate frames, and not at all when `decode_frames` is False (a stage that reads no frames).
+
+    With `span_only` (a stage that trains only the span loss on given span targets), a record that is not a video
+    (`not_a_video`) or has no `span_targets` (`missing_span_targets`) is refused before its media are read.
 
     Raises BadRecordError (with the record's id and a `reason`) for anything that cannot be trained on.
     """
@@ -100,6 +108,8 @@ def decode_record(record: dict, processor, decode_frames: bool = True) -> dict:
     kind = record.get("kind")
     if kind not in KINDS:
         raise BadRecordError(record_id, "malformed_record", f"kind must be one of {KINDS}, got {kind!r}")
+    if span_only and kind != "video":
+        raise BadRecordError(record_id, "not_a_video", f"a {kind} record; this stage trains on videos only")
     example = {column: None for column in EXAMPLE_COLUMNS}
     example.update(
         id=str(record_id),
@@ -108,6 +118,13 @@ def decode_record(record: dict, processor, decode_frames: bool = True) -> dict:
         answer=_text_field(record, "answer", record_id),
         span_targets=_span_targets(record, record_id),
     )
+    if span_only and math.isnan(example["span_targets"][0]):
+        raise BadRecordError(
+            record_id,
+            "missing_span_targets",
+            "the video has no span_targets (in its record or in a pseudo-span side shard); this stage trains on "
+            "span targets only",
+        )
     if kind == "text":
         return example
     media = record.get("media")
@@ -154,20 +171,35 @@ class SkippingDecoder:
     One record in, one example out, with no batch of records held back: the stream's `state_dict()` then points just
     past the last example handed on, so a resumed stream decodes only the records after it (nothing is pending at
     that point: a good example has just cleared the counts). Each data-loader worker holds its own copy; counts
-    pending when a worker's stream ends are logged there. `decode_frames` as in `decode_record`.
+    pending when a worker's stream ends are logged there. `decode_frames` and `span_only` as in `decode_record`.
+
+    A record skipped because it is damaged gets a warning of its own; one that is fine but not what a `span_only`
+    stage trains on (`SPAN_ONLY_SKIP_REASONS`), one warning per reason and worker: a mixed build may hold many.
     """
 
-    def __init__(self, processor, decode_frames: bool = True):
+    def __init__(self, processor, decode_frames: bool = True, span_only: bool = False):
         self.processor = processor
         self.decode_frames = decode_frames
+        self.span_only = span_only
         self.pending: Counter[str] = Counter()
+        self.warned: set[str] = set()
 
     def __call__(self, record: dict) -> dict:
         try:
-            example = decode_record(record, self.processor, self.decode_frames)
+            example = decode_record(record, self.processor, self.decode_frames, self.span_only)
         except BadRecordError as error:
             self.pending[error.reason] += 1
-            logger.warning("skipping %s (%s)", error, error.reason)
+            if error.reason not in SPAN_ONLY_SKIP_REASONS:
+                logger.warning("skipping %s (%s)", error, error.reason)
+            elif error.reason not in self.warned:
+                self.warned.add(error.reason)
+                logger.warning(
+                    "skipping %s (%s); further records skipped for this reason are counted under skipped_%s in the "
+                    "training logs without a warning each",
+                    error,
+                    error.reason,
+                    error.reason,
+                )
             return dict.fromkeys(EXAMPLE_COLUMNS)
         example["skipped"] = json.dumps(dict(self.pending), sort_keys=True)
         self.pending.clear()
@@ -249,6 +281,7 @@ def stream_examples(
     stopping_strategy: str = "first_exhausted",
     side_folders: Sequence = (),
     decode_frames: bool = True,
+    span_only: bool = False,
 ):
     """Stream shard files (local paths, globs or fsspec URLs such as `hf://datasets/...`) as decoded examples.
 
@@ -261,6 +294,8 @@ def stream_examples(
         side_folders: side folders of these shards, checked by `videotgb.data.precompute.open_side_folders`; their
             columns are joined to the records on `id` (side shard `i` with shard file `i`).
         decode_frames: False when the stage reads no frames: with precomputed flow, videos are then not decoded.
+        span_only: True when the stage trains only the span loss on given span targets: records that are not videos
+            with `span_targets` are skipped and counted (`SPAN_ONLY_SKIP_REASONS`) before any decoding.
 
     Returns:
         A `datasets.IterableDataset` of decoded examples; each data-loader worker reads its own shards. Its
@@ -273,7 +308,7 @@ def stream_examples(
     else:
         sources = [list(files) for files in data_files]
     records = read_records(sources, file_format, shuffle_buffer, seed, probabilities, stopping_strategy, side_folders)
-    decoder = SkippingDecoder(processor, decode_frames)
+    decoder = SkippingDecoder(processor, decode_frames, span_only)
     columns = records.column_names
     if not columns and side_folders:
         from ..data.precompute import joined_columns
@@ -341,6 +376,7 @@ class VideoTGBCollator:
 
 __all__ = [
     "DECODE_SKIP_REASONS",
+    "SPAN_ONLY_SKIP_REASONS",
     "STOPPING_STRATEGIES",
     "BadRecordError",
     "SkippingDecoder",
