@@ -468,3 +468,24 @@ def test_synced_gpus_runs_every_module_without_changing_outputs_or_gradients(lan
             else:
                 assert torch.equal(gradient, synced_gradients[name]), (kind, name)
     assert not model.runs_every_module()  # by default only several processes under ZeRO-3 or FSDP
+
+
+def test_span_targets_without_a_target_need_no_flow_and_give_no_span_loss():
+    """Self-refinement passes a `(batch, 2)` span target of NaN rows for a batch of images and text (no video, so no
+    flow): there is no span loss then, the LM loss is that of a forward without targets, and under `synced_gpus`
+    the bridge still runs (on its placeholder) and gets zero gradients, as for any other batch."""
+    model = randomize_(tiny_model("llama"), std=0.1)
+    videos = video_batch(model.config)
+    _, video_gradients = loss_and_gradients(model, videos | {"span_targets": torch.tensor([[0.1, 0.4]] * 2)}, True)
+    with_gradient = {name for name, gradient in video_gradients.items() if gradient is not None}
+    untargeted = torch.full((2, 2), float("nan"))
+    for kind in ("image", "text"):
+        batch = without_media(videos, kind)
+        plain, _ = loss_and_gradients(model, batch, synced_gpus=True)
+        out, gradients = loss_and_gradients(model, batch | {"span_targets": untargeted}, synced_gpus=True)
+        assert out.span_loss is None and out.start_logits is None, kind
+        assert torch.equal(out.loss, plain.loss) and torch.equal(out.loss, out.lm_loss), kind
+        assert {name for name, gradient in gradients.items() if gradient is not None} == with_gradient, kind
+        assert all(not gradients[name].any() for name in with_gradient if name.startswith("bridge.")), kind
+        with pytest.raises(ValueError, match=r"span_targets rows \[1\] hold targets, which need flow"):
+            model(**batch, span_targets=torch.tensor([[float("nan")] * 2, [0.1, 0.4]]))

@@ -403,6 +403,46 @@ def test_model_is_in_eval_mode_while_generating_and_restored_after_errors(model,
     assert seen == [False] and model.training
 
 
+def test_synced_processes_make_the_agreed_number_of_calls_on_placeholders(model, processor, monkeypatch):
+    """Under ZeRO-3 every process makes as many `generate` calls as the one that needs most (here: two more than this
+    one), the extra ones on a black placeholder frame whose answers are dropped; the real answers do not change. The
+    other processes are stood in for by the agreed count; two real processes train under ZeRO-3 in
+    tests/test_distributed_training.py."""
+    import videotgb.pseudo_spans as pseudo_spans
+
+    clip = processor.load_video(moving_square_frames(num_frames=16, size=(32, 32), velocity=(1, 1), square=8))
+    size = processor.image_size
+    blank = processor(["?"], images=[np.zeros((size, size, 3), np.uint8)])["pixel_values"]
+    calls, generate = [], model.generate
+
+    def recording(**kwargs):
+        placeholder = kwargs["pixel_values"].shape == blank.shape and torch.equal(kwargs["pixel_values"], blank)
+        calls.append((len(kwargs["pixel_values"]), kwargs["synced_gpus"], placeholder))
+        return generate(**kwargs | {"synced_gpus": False})  # one process has no group to step with
+
+    monkeypatch.setattr(model, "generate", recording)
+    alone = answer_frames(model, processor, [clip], ["What is it?"], max_new_tokens=3, batch_size=3)
+    assert calls == [(3, False, False), (3, False, False), (2, False, False)]  # not synced without a process group
+
+    calls.clear()
+    monkeypatch.setattr(pseudo_spans, "_agreed_call_count", lambda local, device: local + 2)
+    synced = answer_frames(model, processor, [clip], ["What is it?"], max_new_tokens=3, batch_size=3, synced_gpus=True)
+    assert synced == alone
+    assert calls == [(3, True, False), (3, True, False), (2, True, False), (1, True, True), (1, True, True)]
+
+    calls.clear()  # a process without any video still takes part
+    assert pseudo_spans_from_model(model, processor, [], [], [], synced_gpus=True) == []
+    assert calls == [(1, True, True)] * 2
+    calls.clear()
+    assert answer_frames(model, processor, [], []) == [] and calls == []
+
+
+def test_the_agreed_call_count_of_one_process_is_its_own():
+    from videotgb.pseudo_spans import _agreed_call_count
+
+    assert _agreed_call_count(3, torch.device("cpu")) == 3
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from shards import png_bytes, record, video_bytes, write_shards
 
 from videotgb.train import main
+from videotgb.training.data import DECODE_SKIP_REASONS
 
 COMMON = ["--max_steps", "6", "--per_device_train_batch_size", "2", "--logging_steps", "1", "--shuffle_buffer", "0"]
 COMMON += ["--use_cpu", "--save_strategy", "no", "--dataloader_num_workers", "0", "--seed", "0"]
@@ -110,6 +111,84 @@ def test_self_refine_makes_pseudo_spans_online_and_trains_bridge_and_qformer_sid
     assert all(0 <= entry["grounding_iou"] <= 1 for entry in steps)
     changed = {key.split(".")[0] for key in changed_parameters(checkpoint, tmp_path / "out")}
     assert changed == {"bridge", "qformer", "query_tokens", "language_projection"}
+
+
+def test_self_refine_on_videos_images_and_text_has_a_span_loss_in_the_steps_with_a_video(
+    checkpoint, mixed_shards, tmp_path
+):
+    """Batches of 2 from video, image, text, video, ...: the third batch (image, text) has no video, so no pseudo
+    span and no span loss, and the LM loss still trains."""
+    extra = ["--learning_rate", "1e-3", "--max_steps", "3", "--pseudo_span_max_new_tokens", "2"]
+    history = run_stage("self_refine", checkpoint, mixed_shards, tmp_path / "out", *extra)
+    steps = [entry for entry in history if "loss" in entry]
+    assert [("span_loss" in entry, "grounding_iou" in entry) for entry in steps] == [(True, True)] * 2 + [(False,) * 2]
+    assert all("lm_loss" in entry for entry in steps)
+    assert steps[2]["loss"] == steps[2]["lm_loss"]
+    changed = {key.split(".")[0] for key in changed_parameters(checkpoint, tmp_path / "out")}
+    assert changed == {"bridge", "qformer", "query_tokens", "language_projection"}
+
+
+@pytest.fixture(scope="module")
+def grounding_mixed_shards(tmp_path_factory):
+    """What a mixed instruct build gives the grounding stage: per shard, videos with span targets (`g`), images,
+    text and videos without span targets (`n`), three times over: G I T N G T."""
+    clip = video_bytes(20)
+    shards = []
+    for shard in (0, 1):
+        records = []
+        for turn in range(3):
+            name = f"{shard}-{turn}"
+            records += [
+                record(f"g{name}a", "video", clip, answer="right", span_targets=[0.2, 0.6]),
+                record(f"i{name}", "image", png_bytes(turn), answer="noise"),
+                record(f"t{name}a", "text", answer="hello"),
+                record(f"n{name}", "video", clip, answer="right"),
+                record(f"g{name}b", "video", clip, answer="right", span_targets=[0.5, 0.9]),
+                record(f"t{name}b", "text", answer="bye"),
+            ]
+        shards.append(records)
+    return write_shards(tmp_path_factory.mktemp("grounding-mixed"), shards)
+
+
+@pytest.mark.parametrize("workers, not_videos", [(0, 8), (2, 7)])
+def test_grounding_on_a_mixed_build_skips_and_counts_what_is_not_a_video_with_span_targets(
+    checkpoint, grounding_mixed_shards, tmp_path, monkeypatch, workers, not_videos
+):
+    """The skipped records are counted per reason before any of their media is read, exactly across a resume from a
+    checkpoint taken in the middle (the counts are part of its data position) and with data-loader workers."""
+    from videotgb import VideoTGBProcessor
+
+    loaded, load_video = [], VideoTGBProcessor.load_video
+
+    def recording_load_video(self, video, name="video"):
+        loaded.append(name)
+        return load_video(self, video, name)
+
+    monkeypatch.setattr(VideoTGBProcessor, "load_video", recording_load_video)
+    extra = ["--learning_rate", "1e-3", "--max_steps", "3", "--dataloader_num_workers", str(workers)]
+    whole = tmp_path / "whole"
+    history = run_stage(
+        "grounding", checkpoint, grounding_mixed_shards, whole, *extra, "--save_strategy", "steps", "--save_steps", "2"
+    )
+    steps = [entry for entry in history if "loss" in entry]
+    # the 6 videos with span targets trained on, 2 per batch: without workers, the first 6 of shard 0, after which
+    # 3 images, 5 texts and 3 videos without span targets were skipped (G I T N G T G I T N G T G I T N G); with two
+    # workers, which read a shard each and take turns, the first 4 of shard 0 and 2 of shard 1: 3 + 4 + 3
+    last = {key: value for key, value in steps[-1].items() if key.startswith("skipped_")}
+    assert last == {f"skipped_{reason}": 0 for reason in DECODE_SKIP_REASONS} | {
+        "skipped_not_a_video": not_videos,
+        "skipped_missing_span_targets": 3,
+    }
+    assert all("span_loss" in entry for entry in steps)
+    if workers == 0:  # the data loader's worker processes do not share this process's patch
+        decoded = [name for name in loaded if name.startswith("record ")]  # the collator names clips `videos[i]`
+        assert decoded and all(name.startswith("record 'g") for name in decoded)
+
+    resumed = tmp_path / "resumed"
+    resume = ["--resume_from_checkpoint", str(whole / "checkpoint-2")]
+    resumed_history = run_stage("grounding", checkpoint, grounding_mixed_shards, resumed, *extra, *resume)
+    assert {key: resumed_history[-1][key] for key in last} == last
+    assert changed_parameters(whole, resumed) == set()
 
 
 def test_instruct_lora_saves_a_merged_model_and_the_adapter(checkpoint, mixed_shards, tmp_path):
@@ -515,6 +594,9 @@ class TestBadFlagsAreRefusedBeforeAnyWork:
 
     def test_missing_max_steps(self, refused):
         assert "--max_steps is required" in refused(drop=("--max_steps",))
+
+    def test_a_pseudo_span_batch_size_of_zero(self, refused):
+        assert "--pseudo_span_batch_size must be a positive integer, got 0" in refused("--pseudo_span_batch_size", "0")
 
     @pytest.mark.parametrize(
         "values, message",

@@ -58,6 +58,46 @@ def test_bad_records_are_skipped_and_counted_exactly_never_replaced(shards, proc
     assert video["span_targets"] == [0.2, 0.6]
 
 
+def test_a_span_only_decoder_skips_what_is_not_a_video_with_span_targets_before_reading_media(processor, caplog):
+    """For the grounding stage. A "video" of garbage bytes without span targets is refused for lacking them, before
+    its bytes are read (else it would count as undecodable); each such reason is warned about once, not per record."""
+    import logging
+
+    from videotgb.training.data import SkippingDecoder
+
+    records = [
+        record("v1", "video", video_bytes(20), span_targets=[0.2, 0.6]),
+        record("garbage", "video", b"\x00\x01 not a video at all"),
+        record("i1", "image", png_bytes(0)),
+        record("t1", "text"),
+        record("no-question", "image", png_bytes(1), question=""),  # not a video comes first
+        record("bad-span", "video", video_bytes(20), span_targets=[0.8, 0.1]),
+        record("no-media", "video", None, span_targets=[0.1, 0.2]),
+        record("v2", "video", video_bytes(20)),
+        record("t2", "text"),
+        record("v3", "video", video_bytes(20), span_targets=[0.0, 1.0]),
+    ]
+    decoder = SkippingDecoder(processor, span_only=True)
+    with caplog.at_level(logging.WARNING, logger="videotgb.training.data"):
+        examples = [decoder(item) for item in records]
+    good = [example for example in examples if SkippingDecoder.is_decoded(example)]
+    assert [example["id"] for example in good] == ["v1", "v3"]
+    assert json.loads(good[1]["skipped"]) == {
+        "missing_span_targets": 2,
+        "not_a_video": 4,
+        "malformed_record": 1,
+        "missing_video": 1,
+    }
+    once = [line for line in caplog.messages if "further records skipped for this reason" in line]
+    assert len(once) == 2
+    assert "'garbage'" in once[0] and "skipped_missing_span_targets" in once[0]
+    assert "'i1'" in once[1] and "skipped_not_a_video" in once[1]
+    assert any("'bad-span'" in line for line in caplog.messages)  # damaged records keep a warning each
+    # without span_only the same records are decoded as for the other stages
+    plain = SkippingDecoder(processor)
+    assert [plain(item)["id"] for item in records[:4]] == ["v1", None, "i1", "t1"]
+
+
 def test_batches_from_worker_processes_carry_the_skip_counts(shards, processor):
     loader = torch.utils.data.DataLoader(
         stream_examples(shards, processor), batch_size=2, num_workers=2, collate_fn=VideoTGBCollator(processor)

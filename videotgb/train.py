@@ -79,6 +79,10 @@ class ModelArguments:
     pseudo_span_max_new_tokens: int = field(
         default=128, metadata={"help": "self_refine: most tokens of each per-frame answer that scores a frame"}
     )
+    pseudo_span_batch_size: int = field(
+        default=32,
+        metadata={"help": "self_refine: candidate frames answered per generate call while making pseudo spans"},
+    )
     pseudo_span_subtract_min: bool = field(
         default=False, metadata={"help": "self_refine: subtract the lowest frame score before the largest rectangle"}
     )
@@ -215,6 +219,12 @@ def lora_settings(arguments: ModelArguments) -> LoraSettings | None:
         flags = ", ".join(f"--lora_{name}" for name in given)
         raise TrainingSetupError(f"{flags} given, but --stage {arguments.stage} trains no LoRA (use instruct_lora)")
     return LoraSettings(**given) if given else None
+
+
+def check_pseudo_span_flags(arguments: ModelArguments) -> None:
+    for flag in ("pseudo_span_max_new_tokens", "pseudo_span_batch_size"):
+        if getattr(arguments, flag) < 1:
+            raise TrainingSetupError(f"--{flag} must be a positive integer, got {getattr(arguments, flag)}")
 
 
 def check_output_dir(training_args: TrainingArguments, arguments: ModelArguments) -> None:
@@ -533,6 +543,7 @@ def train(argv: list[str] | None = None) -> Path:
     _check_world_size(training_args)
     stage_name = model_args.stage
     lora = lora_settings(model_args)
+    check_pseudo_span_flags(model_args)
     sources, file_format = expand_sources(data_args.train_files, data_args.file_format)
     probabilities = check_sources(data_args.train_files, sources, data_args, training_args.world_size)
     side_folders = open_side_files(data_args)
@@ -585,6 +596,7 @@ def train(argv: list[str] | None = None) -> Path:
         stage=stage,
         pseudo_span_kwargs={
             "max_new_tokens": model_args.pseudo_span_max_new_tokens,
+            "batch_size": model_args.pseudo_span_batch_size,
             "subtract_min": model_args.pseudo_span_subtract_min,
         },
         data_settings=settings,
