@@ -1,6 +1,6 @@
 """`videotgb-train` in two CPU processes: ZeRO-3 and plain DDP with ranks whose batches hold different media (one
-rank only text and images, the other only videos), against one process that reads the same batches, and a start
-from BLIP + BERT under ZeRO-3. Every launch has a hard timeout, so that a hang fails instead of blocking the suite."""
+rank only text and images, the other only videos), against one process that reads the same batches, self_refine
+under ZeRO-3 with ranks holding different numbers of videos, and a start from BLIP + BERT under ZeRO-3. Every launch has a hard timeout, so that a hang fails instead of blocking the suite."""
 
 from __future__ import annotations
 
@@ -62,31 +62,46 @@ def launch_two_ranks(tmp_path, name: str, argv: list[str]) -> tuple[list[str], l
     ids = tmp_path / f"ids-{name}"
     ids.mkdir()
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    launcher = subprocess.Popen(
+        [*torchrun, "--master_port", str(free_port()), str(script), *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, IDS_FOLDER=str(ids), HF_HUB_OFFLINE="1"),
+    )
     try:
-        result = subprocess.run(
-            [*torchrun, "--master_port", str(free_port()), str(script), *argv],
-            capture_output=True,
-            text=True,
-            env=dict(os.environ, IDS_FOLDER=str(ids), HF_HUB_OFFLINE="1"),
-            timeout=LAUNCH_TIMEOUT,
-        )
-    except subprocess.TimeoutExpired as error:
-        pytest.fail(f"{name}: two ranks did not finish in {LAUNCH_TIMEOUT} s (a deadlock?)\n{error.stderr}")
-    assert result.returncode == 0, result.stderr[-12000:]
+        _, stderr = launcher.communicate(timeout=LAUNCH_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        # torchrun ends its ranks (each in a session of its own) on SIGTERM; SIGKILL would leave them running
+        launcher.terminate()
+        try:
+            _, stderr = launcher.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            launcher.kill()
+            stderr = "(torchrun did not end its ranks within 60 s of SIGTERM)"
+        pytest.fail(f"{name}: two ranks did not finish in {LAUNCH_TIMEOUT} s (a deadlock?)\n{stderr[-12000:]}")
+    assert launcher.returncode == 0, stderr[-12000:]
     return tuple(json.loads((ids / f"rank{rank}.json").read_text()) for rank in (0, 1))
+
+
+def one_process_weights(folder, checkpoint, rank0: list[dict], rank1: list[dict], args: list[str]) -> dict:
+    """The weights of one process with gradient accumulation 2 reading rank 0's and rank 1's batches (of 2)
+    alternately: the average of the two ranks' gradients in every step, as data-parallel training computes it."""
+    interleaved = [
+        item for step in range(0, len(rank0), 2) for item in rank0[step : step + 2] + rank1[step : step + 2]
+    ]
+    shards = write_shards(folder, [interleaved])
+    output = folder / "out"
+    argv = ["--model", str(checkpoint), "--train_files", *shards, "--output_dir", str(output), *args]
+    assert main([*argv, "--gradient_accumulation_steps", "2"]) == 0
+    return VideoTGBForConditionalGeneration.from_pretrained(output).state_dict()
 
 
 @pytest.fixture(scope="module")
 def one_process_reference(tmp_path_factory, deterministic_checkpoint):
-    """One process, gradient accumulation 2, reading rank 0's and rank 1's batches alternately: the average of
-    the two ranks' gradients in every step, as data-parallel training computes it."""
-    folder = tmp_path_factory.mktemp("reference")
-    interleaved = TEXT_AND_IMAGES[:2] + VIDEOS[:2] + TEXT_AND_IMAGES[2:] + VIDEOS[2:]
-    shards = write_shards(folder, [interleaved])
-    output = folder / "out"
-    argv = ["--model", str(deterministic_checkpoint), "--train_files", *shards, "--output_dir", str(output), *ARGS]
-    assert main([*argv, "--gradient_accumulation_steps", "2"]) == 0
-    return VideoTGBForConditionalGeneration.from_pretrained(output).state_dict()
+    return one_process_weights(
+        tmp_path_factory.mktemp("reference"), deterministic_checkpoint, TEXT_AND_IMAGES, VIDEOS, ARGS
+    )
 
 
 def assert_same_weights(output, reference: dict) -> None:
@@ -147,3 +162,42 @@ def test_zero3_start_from_blip_and_bert_copies_bert_into_the_bridge(
     as_built = [key for key in trained if key.startswith(("vision_model.", "language_model.")) or "rotary" in key]
     for key in as_built + from_bert:
         assert torch.equal(trained[key], reference[key]), key
+
+
+# self_refine: rank 0 has one video in its first batch and none in its second, rank 1 two videos in each; with 4
+# frames per `generate` call rank 0 needs 2 calls and then 0 for its pseudo spans, rank 1 needs 4 and 4
+ONE_VIDEO_THEN_NONE = [
+    record("w0", "video", video_bytes(14, (1, 1)), answer="square"),
+    TEXT_AND_IMAGES[0],
+    TEXT_AND_IMAGES[2],
+    TEXT_AND_IMAGES[3],
+]
+REFINE_ARGS = [*COMMON, "--stage", "self_refine", "--learning_rate", "1e-2", "--max_steps", "2"]
+REFINE_ARGS += ["--pseudo_span_max_new_tokens", "3", "--pseudo_span_batch_size", "4"]
+# SGD and no warm-up: Adam's first steps move every parameter by about the learning rate, also those whose gradient is
+# zero up to rounding (e.g. a bias that a LayerNorm cancels), where the two runs' rounding would then disagree
+REFINE_ARGS += ["--optim", "sgd", "--warmup_steps", "0"]
+
+
+@pytest.mark.slow
+def test_zero3_self_refine_with_ranks_holding_different_numbers_of_videos(
+    deterministic_checkpoint, tmp_path_factory, tmp_path
+):
+    """Under ZeRO-3 every `generate` call gathers the parameters from all ranks: the ranks must agree on how many
+    calls they make for their pseudo spans (rank 0, with fewer or no videos, makes placeholder calls) or they wait
+    forever. The run must end with the weights of one process reading the same batches."""
+    shards = write_shards(tmp_path_factory.mktemp("refine"), [ONE_VIDEO_THEN_NONE, VIDEOS])
+    output = tmp_path / "zero3"
+    argv = ["--model", str(deterministic_checkpoint), "--train_files", *shards, "--output_dir", str(output)]
+    rank0, rank1 = launch_two_ranks(tmp_path, "refine-zero3", [*argv, *REFINE_ARGS, "--deepspeed", "zero3"])
+    assert rank0 == ["w0", "t1", "i1", "t3"] and rank1 == ["v0", "v1", "v2", "v3"]
+    history = json.loads((output / "trainer_state.json").read_text())["log_history"]
+    steps = [entry for entry in history if "loss" in entry]
+    assert ["span_loss" in entry for entry in steps] == [True, False]  # rank 0's logs: its second batch has no video
+    reference = one_process_weights(
+        tmp_path_factory.mktemp("refine-reference"), deterministic_checkpoint, ONE_VIDEO_THEN_NONE, VIDEOS, REFINE_ARGS
+    )
+    assert_same_weights(output, reference)
+    start = VideoTGBForConditionalGeneration.from_pretrained(deterministic_checkpoint).state_dict()
+    changed = {key.split(".")[0] for key, value in reference.items() if not torch.equal(value, start[key])}
+    assert changed == {"bridge", "qformer", "query_tokens", "language_projection"}

@@ -1255,6 +1255,21 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
         features = per_sample.new_zeros(shape).index_put((rows.to(per_sample.device),), per_sample)
         return features, visual_mask
 
+    @contextlib.contextmanager
+    def _own_parameters_gathered(self) -> Iterator[None]:
+        """This module's own parameters (`query_tokens`) whole inside, also under ZeRO-3: DeepSpeed gathers a
+        module's parameters when its forward runs, and `generate` runs the forward of the submodules only. Under
+        ZeRO-3 a collective: every rank enters it (as every rank calls `generate`)."""
+        own = [parameter for parameter in self.parameters(recurse=False) if hasattr(parameter, "ds_id")]
+        if not own:  # not partitioned by ZeRO-3
+            yield
+            return
+        # by name: transformers refuses a remote-code file with an `import` statement of a module that is not
+        # installed, and DeepSpeed is installed only where ZeRO-3 runs
+        deepspeed = importlib.import_module("deepspeed")
+        with deepspeed.zero.GatheredParameters(own):
+            yield
+
     def runs_every_module(self, synced_gpus: bool | None = None) -> bool:
         """Whether a forward pass must run every module whatever its batch holds: `synced_gpus` when given, else
         whether several processes share the parameters under DeepSpeed ZeRO-3 or FSDP (the test of transformers'
@@ -1542,24 +1557,25 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
         _refuse_arguments(generate_kwargs, _ARGUMENTS_FORWARD_REFUSES | _ARGUMENTS_GENERATE_REFUSES)
         if hasattr(self, "hf_device_map") and hasattr(self.language_model, "_hf_hook"):
             self.language_model._hf_hook.io_same_device = True
-        encoded = self._encode(
-            input_ids,
-            inputs_embeds,
-            attention_mask,
-            None,
-            pixel_values,
-            frame_mask,
-            flow,
-            flow_mask,
-            bridge_input_ids,
-            bridge_attention_mask,
-            qformer_input_ids,
-            qformer_attention_mask,
-            keyframe_indices,
-            need_bridge=False,
-            selection_strategy=selection_strategy,
-            synced_gpus=generate_kwargs.get("synced_gpus"),
-        )
+        with self._own_parameters_gathered():
+            encoded = self._encode(
+                input_ids,
+                inputs_embeds,
+                attention_mask,
+                None,
+                pixel_values,
+                frame_mask,
+                flow,
+                flow_mask,
+                bridge_input_ids,
+                bridge_attention_mask,
+                qformer_input_ids,
+                qformer_attention_mask,
+                keyframe_indices,
+                need_bridge=False,
+                selection_strategy=selection_strategy,
+                synced_gpus=generate_kwargs.get("synced_gpus"),
+            )
         generation_config = copy.deepcopy(generate_kwargs.pop("generation_config", None) or self.generation_config)
         model_kwargs = generation_config.update(**generate_kwargs)
         outputs = self.language_model.generate(
