@@ -84,6 +84,8 @@ def test_grounding_trains_the_bridge_only_and_counts_the_skipped_records(checkpo
     assert steps[-1]["loss"] < steps[0]["loss"]
     last = steps[-1]
     assert last["skipped_undecodable_video"] == 1 and last["skipped_missing_video"] == 1
+    final = json.loads((tmp_path / "out" / "train_results.json").read_text())  # the run's final metrics
+    assert final["skipped_undecodable_video"] == 1 and final["skipped_missing_video"] == 1 and "train_loss" in final
     changed = changed_parameters(checkpoint, tmp_path / "out")
     assert changed and all(key.startswith("bridge.") for key in changed)
     assert not any("rotary" in key for key in changed)
