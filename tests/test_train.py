@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import BLOCK_OPTIONAL_IMPORTS, make_processor, real_vocab_model, run_fresh_python
+from conftest import BLOCK_OPTIONAL_IMPORTS, run_fresh_python
 from safetensors.torch import load_file
 from shards import png_bytes, record, video_bytes, write_shards
 
@@ -24,11 +24,8 @@ COMMON += ["--use_cpu", "--save_strategy", "no", "--dataloader_num_workers", "0"
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, llama_tokenizer_path, minilm_path):
-    folder = tmp_path_factory.mktemp("start")
-    real_vocab_model("llama").save_pretrained(folder)
-    make_processor(llama_tokenizer_path, minilm_path).save_pretrained(folder)
-    return folder
+def checkpoint(tiny_checkpoint):
+    return tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
