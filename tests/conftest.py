@@ -230,6 +230,16 @@ for blocked in ("videotgb", "av", "cv2", "deepspeed"):
 """Preamble of fresh-process scripts: the package and the optional dependencies cannot be imported."""
 
 
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, llama_tokenizer_path, minilm_path) -> Path:
+    """A tiny LLaMA VideoTGB (`real_vocab_model`) saved with its processor (real tokenizers): the checkpoint that
+    training and precompute tests start from. Tests read it and never write into it."""
+    folder = tmp_path_factory.mktemp("tiny_checkpoint")
+    real_vocab_model("llama").save_pretrained(folder)
+    make_processor(llama_tokenizer_path, minilm_path).save_pretrained(folder)
+    return folder
+
+
 def run_fresh_python(script: str, *args: str, tmp_path: Path) -> subprocess.CompletedProcess:
     """Run `script` in a new interpreter, elsewhere, offline and without PYTHONPATH, as a user's process would."""
     workdir = tmp_path / "elsewhere"

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import make_processor, real_vocab_model
 from shards import record, video_bytes, write_shards
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "slurm_train.sh"
@@ -56,14 +55,12 @@ def test_the_slurm_script_refuses_to_run_outside_a_job(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def training_argv(tmp_path_factory, llama_tokenizer_path, minilm_path) -> list[str]:
+def training_argv(tmp_path_factory, tiny_checkpoint) -> list[str]:
     """`videotgb-train` flags for one instruct step on two shards (one a rank), without --output_dir."""
     folder = tmp_path_factory.mktemp("launch")
-    real_vocab_model("llama").save_pretrained(folder / "start")
-    make_processor(llama_tokenizer_path, minilm_path).save_pretrained(folder / "start")
     clip = video_bytes(20)
     shards = [[record(f"s{shard}-{index}", "video", clip, answer="right") for index in range(2)] for shard in (0, 1)]
-    argv = ["--stage", "instruct", "--model", str(folder / "start"), "--train_files", *write_shards(folder, shards)]
+    argv = ["--stage", "instruct", "--model", str(tiny_checkpoint), "--train_files", *write_shards(folder, shards)]
     argv += ["--max_steps", "1", "--per_device_train_batch_size", "2", "--shuffle_buffer", "0", "--use_cpu"]
     return argv + ["--save_strategy", "no", "--deepspeed", "zero2", "--log_level", "info"]
 

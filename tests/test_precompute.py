@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import assert_one_line_error, make_processor, real_vocab_model, run_cli
+from conftest import assert_one_line_error, run_cli
 from PIL import Image
 from shards import video_bytes
 
@@ -44,11 +44,8 @@ TRAIN_COMMON += ["--save_strategy", "no", "--dataloader_num_workers", "0", "--se
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, llama_tokenizer_path, minilm_path):
-    folder = tmp_path_factory.mktemp("checkpoint")
-    real_vocab_model("llama").save_pretrained(folder)
-    make_processor(llama_tokenizer_path, minilm_path).save_pretrained(folder)
-    return folder
+def checkpoint(tiny_checkpoint):
+    return tiny_checkpoint
 
 
 @pytest.fixture(scope="module")

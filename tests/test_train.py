@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import BLOCK_OPTIONAL_IMPORTS, make_processor, real_vocab_model, run_fresh_python
+from conftest import BLOCK_OPTIONAL_IMPORTS, run_fresh_python
 from safetensors.torch import load_file
 from shards import png_bytes, record, video_bytes, write_shards
 
@@ -25,11 +25,8 @@ COMMON += ["--use_cpu", "--save_strategy", "no", "--dataloader_num_workers", "0"
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, llama_tokenizer_path, minilm_path):
-    folder = tmp_path_factory.mktemp("start")
-    real_vocab_model("llama").save_pretrained(folder)
-    make_processor(llama_tokenizer_path, minilm_path).save_pretrained(folder)
-    return folder
+def checkpoint(tiny_checkpoint):
+    return tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +85,8 @@ def test_grounding_trains_the_bridge_only_and_counts_the_skipped_records(checkpo
     assert steps[-1]["loss"] < steps[0]["loss"]
     last = steps[-1]
     assert last["skipped_undecodable_video"] == 1 and last["skipped_missing_video"] == 1
+    final = json.loads((tmp_path / "out" / "train_results.json").read_text())  # the run's final metrics
+    assert final["skipped_undecodable_video"] == 1 and final["skipped_missing_video"] == 1 and "train_loss" in final
     changed = changed_parameters(checkpoint, tmp_path / "out")
     assert changed and all(key.startswith("bridge.") for key in changed)
     assert not any("rotary" in key for key in changed)

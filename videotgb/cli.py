@@ -299,21 +299,9 @@ def _report_side(manifest: dict, arguments: argparse.Namespace, rank: int, world
     print(f"skipped {skipped['total']} video records" + (f" ({reasons}); see manifest.json" if reasons else ""))
 
 
-def _data_flow_command(arguments: argparse.Namespace) -> int:
-    from .data import require_training_extra
-    from .data.precompute import FlowComputer, flow_bytes_per_video, precompute_side_shards
-    from .optical_flow import FlowConfig
+def _make_side_shards(arguments: argparse.Namespace, computer, rank: int, world_size: int) -> int:
+    from .data.precompute import precompute_side_shards
 
-    require_training_extra()
-    rank, world_size = _distributed_rank()
-    processor = load_processor(arguments.model, arguments.revision)
-    computer = FlowComputer(processor, arguments.flow_dtype)
-    size = FlowConfig.from_dict(processor.flow_config).size
-    steps = processor.max_flow_steps
-    print(
-        f"flow of up to {steps} steps x 2 x {size} x {size} as {arguments.flow_dtype}: at most "
-        f"{flow_bytes_per_video(steps, size, arguments.flow_dtype)} bytes per video before compression"
-    )
     manifest = precompute_side_shards(
         arguments.shards,
         arguments.output,
@@ -327,9 +315,27 @@ def _data_flow_command(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _data_flow_command(arguments: argparse.Namespace) -> int:
+    from .data import require_training_extra
+    from .data.precompute import FlowComputer, flow_bytes_per_video
+    from .optical_flow import FlowConfig
+
+    require_training_extra()
+    rank, world_size = _distributed_rank()
+    processor = load_processor(arguments.model, arguments.revision)
+    computer = FlowComputer(processor, arguments.flow_dtype)
+    size = FlowConfig.from_dict(processor.flow_config).size
+    steps = processor.max_flow_steps
+    print(
+        f"flow of up to {steps} steps x 2 x {size} x {size} as {arguments.flow_dtype}: at most "
+        f"{flow_bytes_per_video(steps, size, arguments.flow_dtype)} bytes per video before compression"
+    )
+    return _make_side_shards(arguments, computer, rank, world_size)
+
+
 def _data_pseudo_spans_command(arguments: argparse.Namespace) -> int:
     from .data import require_training_extra
-    from .data.precompute import PseudoSpanComputer, describe_model, precompute_side_shards
+    from .data.precompute import PseudoSpanComputer, describe_model
 
     require_training_extra()
     rank, world_size = _distributed_rank()
@@ -343,17 +349,7 @@ def _data_pseudo_spans_command(arguments: argparse.Namespace) -> int:
         batch_size=arguments.batch_size,
         subtract_min=arguments.subtract_min,
     )
-    manifest = precompute_side_shards(
-        arguments.shards,
-        arguments.output,
-        computer,
-        rank=rank,
-        world_size=world_size,
-        overwrite=arguments.overwrite,
-        progress=not arguments.no_progress,
-    )
-    _report_side(manifest, arguments, rank, world_size)
-    return 0
+    return _make_side_shards(arguments, computer, rank, world_size)
 
 
 _SIDE_DESCRIPTION = """\

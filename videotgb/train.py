@@ -481,11 +481,16 @@ class VideoTGBTrainer(Trainer):
             if values and "loss" in logs:
                 logs[name] = sum(values) / len(values)
                 values.clear()
+        logs.update(self.skipped_totals())
+        super().log(logs, start_time)
+
+    def skipped_totals(self) -> dict[str, int]:
+        """`skipped_<reason>`: the records skipped so far, summed over the ranks (every rank must call this)."""
         counts = torch.tensor([self.skipped[reason] for reason in DECODE_SKIP_REASONS], device=self.args.device)
         totals = self.accelerator.reduce(counts, reduction="sum") if self.accelerator.num_processes > 1 else counts
-        for reason, total in zip(DECODE_SKIP_REASONS, totals.tolist(), strict=True):
-            logs[f"skipped_{reason}"] = int(total)
-        super().log(logs, start_time)
+        return {
+            f"skipped_{reason}": int(total) for reason, total in zip(DECODE_SKIP_REASONS, totals.tolist(), strict=True)
+        }
 
 
 def build_parser() -> HfArgumentParser:
@@ -602,7 +607,10 @@ def train(argv: list[str] | None = None) -> Path:
         data_settings=settings,
         resume_data=resume_data,
     )
-    trainer.train(resume_from_checkpoint=None if checkpoint is None else str(checkpoint))
+    result = trainer.train(resume_from_checkpoint=None if checkpoint is None else str(checkpoint))
+    metrics = result.metrics | trainer.skipped_totals()
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)  # train_results.json and all_results.json, as transformers' examples
     if stage.lora:
         trainer.save_lora_results(training_args.output_dir)
     else:
