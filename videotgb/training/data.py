@@ -98,7 +98,8 @@ def decode_record(record: dict, processor, decode_frames: bool = True, span_only
     candidate frames, and not at all when `decode_frames` is False (a stage that reads no frames).
 
     With `span_only` (a stage that trains only the span loss on given span targets), a record that is not a video
-    (`not_a_video`) or has no `span_targets` (`missing_span_targets`) is refused before its media are read.
+    (`not_a_video`) or has no `span_targets` (`missing_span_targets`) is refused before its media are read; the
+    other reasons found without reading the media (a malformed field, `missing_video`, `missing_flow`) come first.
 
     Raises BadRecordError (with the record's id and a `reason`) for anything that cannot be trained on.
     """
@@ -118,6 +119,15 @@ def decode_record(record: dict, processor, decode_frames: bool = True, span_only
         answer=_text_field(record, "answer", record_id),
         span_targets=_span_targets(record, record_id),
     )
+    if kind == "text":
+        return example
+    media = record.get("media")
+    if not isinstance(media, (bytes, bytearray)) or not media:
+        raise BadRecordError(record_id, f"missing_{kind}", f"the {kind} record has no media bytes")
+    if kind == "video" and "flow" in record and record["flow"] is None:
+        raise BadRecordError(
+            record_id, "missing_flow", "the flow side shards have no flow for this video (see their manifest.json)"
+        )
     if span_only and math.isnan(example["span_targets"][0]):
         raise BadRecordError(
             record_id,
@@ -125,16 +135,7 @@ def decode_record(record: dict, processor, decode_frames: bool = True, span_only
             "the video has no span_targets (in its record or in a pseudo-span side shard); this stage trains on "
             "span targets only",
         )
-    if kind == "text":
-        return example
-    media = record.get("media")
-    if not isinstance(media, (bytes, bytearray)) or not media:
-        raise BadRecordError(record_id, f"missing_{kind}", f"the {kind} record has no media bytes")
     if kind == "video" and "flow" in record:
-        if record["flow"] is None:
-            raise BadRecordError(
-                record_id, "missing_flow", "the flow side shards have no flow for this video (see their manifest.json)"
-            )
         example["flow"] = record["flow"]
         if not decode_frames:
             example.update(candidate_indices=record["candidate_indices"], flow_indices=record["flow_indices"])
