@@ -6,6 +6,7 @@ videotgb demo [--output DIR]
 videotgb data build --source FORMAT=ANNOTATIONS.json --media-root DIR --output SHARDS_DIR
 videotgb data flow --shards SHARDS_DIR --model CHECKPOINT --output FLOW_DIR
 videotgb data pseudo-spans --shards SHARDS_DIR --model CHECKPOINT --output SPANS_DIR
+videotgb synthetic generate --out DIR --seed 0 --num-videos 100 --frames 256 [--shards]
 
 Errors that come from the inputs (a missing file, a folder that is not a VideoTGB checkpoint, an undecodable video,
 a device this machine lacks) are printed as one line and exit with status 2.
@@ -514,6 +515,155 @@ def _add_side_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def _synthetic_generate_command(arguments: argparse.Namespace) -> int:
+    from .synthetic import SPLITS, SyntheticConfig, generate
+
+    if arguments.seconds is not None and arguments.frames is not None:
+        raise ValueError("give either --frames or --seconds, not both")
+    if arguments.seconds is not None:
+        if not arguments.seconds > 0:
+            raise ValueError(f"--seconds {arguments.seconds}: must be positive")
+        frames = round(arguments.seconds * arguments.fps)
+    else:
+        frames = 256 if arguments.frames is None else arguments.frames
+    counts = {
+        split: arguments.num_videos
+        if getattr(arguments, f"{split}_videos") is None
+        else getattr(arguments, f"{split}_videos")
+        for split in SPLITS
+    }
+    config = SyntheticConfig(
+        seed=arguments.seed,
+        num_videos=counts,
+        num_frames=frames,
+        fps=arguments.fps,
+        size=arguments.size,
+        shape_size=arguments.shape_size,
+        events_per_video=arguments.events_per_video,
+        event_frames=arguments.event_frames,
+        gap_frames=arguments.gap_frames,
+        question_types=tuple(kind.strip() for kind in arguments.question_types.split(",")),
+        noise=arguments.noise,
+    )
+    index = generate(
+        config,
+        arguments.out,
+        shards=arguments.shards,
+        shard_size=arguments.shard_size,
+        format_out=arguments.format_out,
+        overwrite=arguments.overwrite,
+        progress=not arguments.no_progress,
+    )
+    written = ", ".join(f"{info['videos']} {split}" for split, info in index["splits"].items())
+    size = sum(info["bytes"] for info in index["splits"].values())
+    print(
+        f"wrote {written} videos ({config.num_frames} frames at {config.fps} fps, {config.size}x{config.size}), "
+        f"{size} bytes, and index.json to {arguments.out}"
+    )
+    if arguments.shards:
+        print("shards: " + ", ".join(info["shards"] for info in index["splits"].values()))
+    return 0
+
+
+_SYNTHETIC_GENERATE_DESCRIPTION = """\
+Generate the synthetic long-video grounding benchmark: H.264 videos of a static textured
+background in which a few short events happen at random times (a shape of one colour appears,
+moves up, down, left or right, and disappears), one question per video about one event, its
+gold answer and the event's true span in frames and seconds.
+
+question types (--question-types):
+  colour     What colour is the shape that moves up?   -> red
+  direction  Which way does the red shape move?        -> up
+  shape      What shape moves left?                    -> circle
+
+splits: train, validation, test (independent seeds) and held_out, whose asked events have
+colour-direction pairs that no event of the other splits has. The same --seed and settings give
+byte-identical videos and the same index.json.
+
+written to --out: videos/<split>/<number>.mp4, index.json (every sample, its events and spans);
+with --shards also annotations/<split>.json and shards/<split>/ (videotgb data build's format;
+a record's id is its sample id in index.json).
+
+example:
+  videotgb synthetic generate --out synthetic --seed 0 --num-videos 200 --seconds 60 --fps 4 --shards
+
+See docs/synthetic.md.
+"""
+
+
+def _add_synthetic_commands(commands) -> None:
+    from .data import DEFAULT_SHARD_SIZE, OUTPUT_FORMATS
+    from .synthetic import QUESTION_TYPES, SyntheticConfig
+
+    defaults = SyntheticConfig()
+    synthetic = commands.add_parser("synthetic", help="the synthetic long-video grounding benchmark")
+    synthetic_commands = synthetic.add_subparsers(dest="synthetic_command", required=True)
+    generate = synthetic_commands.add_parser(
+        "generate",
+        help="write videos, questions, true spans (index.json) and optionally training shards",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=_SYNTHETIC_GENERATE_DESCRIPTION,
+    )
+    generate.add_argument(
+        "--out", required=True, metavar="DIR", help="output folder (new or empty unless --overwrite)"
+    )
+    generate.add_argument("--seed", type=int, default=defaults.seed, help="base seed (default: %(default)s)")
+    generate.add_argument(
+        "--num-videos", type=int, default=100, help="videos in each split (default: %(default)s); 0 skips a split"
+    )
+    for split in ("train", "validation", "test", "held-out"):
+        generate.add_argument(
+            f"--{split}-videos", type=int, default=None, help=f"videos in the {split} split (default: --num-videos)"
+        )
+    generate.add_argument(
+        "--frames", type=int, default=None, help=f"frames per video (default: {defaults.num_frames})"
+    )
+    generate.add_argument("--seconds", type=float, default=None, help="seconds per video, instead of --frames")
+    generate.add_argument("--fps", type=int, default=defaults.fps, help="frames per second (default: %(default)s)")
+    generate.add_argument(
+        "--size", type=int, default=defaults.size, help="side of the square frames, even (default: %(default)s)"
+    )
+    generate.add_argument("--shape-size", type=int, default=None, help="side of a shape (default: --size / 4)")
+    generate.add_argument(
+        "--events-per-video",
+        type=int,
+        default=defaults.events_per_video,
+        help="events per video, each of another colour (default: %(default)s)",
+    )
+    generate.add_argument(
+        "--event-frames",
+        type=int,
+        default=defaults.event_frames,
+        help="frames a shape is on screen, moving (default: %(default)s)",
+    )
+    generate.add_argument(
+        "--gap-frames",
+        type=int,
+        default=defaults.gap_frames,
+        help="at least this many frames between two events (default: %(default)s)",
+    )
+    generate.add_argument(
+        "--question-types",
+        default=",".join(QUESTION_TYPES),
+        help="comma-separated question types to draw from (default: %(default)s)",
+    )
+    generate.add_argument(
+        "--noise", type=float, default=defaults.noise, help="std of the per-frame pixel noise (default: %(default)s)"
+    )
+    generate.add_argument("--shards", action="store_true", help="also build training shards of each split")
+    generate.add_argument(
+        "--shard-size", default=DEFAULT_SHARD_SIZE, help="target bytes per shard (default: %(default)s)"
+    )
+    generate.add_argument(
+        "--format-out", choices=list(OUTPUT_FORMATS), default="parquet", help="shard format (default: %(default)s)"
+    )
+    generate.add_argument(
+        "--overwrite", action="store_true", help="replace index.json, videos/, annotations/ and shards/ in --out"
+    )
+    generate.add_argument("--no-progress", action="store_true", help="no progress bars")
+    generate.set_defaults(run=_synthetic_generate_command)
+
+
 DTYPES = ["auto", "float32", "bfloat16", "float16"]
 
 
@@ -568,6 +718,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=_demo_command)
 
     _add_data_commands(commands)
+    _add_synthetic_commands(commands)
     return parser
 
 
@@ -586,7 +737,8 @@ def main(argv: list[str] | None = None) -> int:
     except expected_errors() as error:
         if os.environ.get("VIDEOTGB_TRACEBACK"):
             raise
-        command = " ".join(filter(None, [arguments.command, getattr(arguments, "data_command", None)]))
+        subcommand = getattr(arguments, "data_command", None) or getattr(arguments, "synthetic_command", None)
+        command = " ".join(filter(None, [arguments.command, subcommand]))
         print(f"videotgb {command}: error: {error}", file=sys.stderr)
         return 2
 
