@@ -5,58 +5,7 @@ training shards.
 Not remote code: the model, processor and video files never import this package.
 """
 
-from .generator import (
-    COLOURS,
-    DIRECTIONS,
-    HELD_OUT_PAIRS,
-    INDEX_NAME,
-    INDEX_VERSION,
-    MOTION_WORDS,
-    QUESTION_TYPES,
-    SHAPES,
-    SPLITS,
-    Event,
-    Scene,
-    SyntheticConfig,
-    SyntheticConfigError,
-    SyntheticIndexError,
-    background,
-    encode_scene,
-    generate,
-    load_index,
-    make_scene,
-    question_and_answer,
-    render_frames,
-    samples,
-    scene_record,
-    shape_mask,
-    video_file,
-)
+from . import generator
+from .generator import *  # noqa: F403 (the public names are the generator's)
 
-__all__ = [
-    "COLOURS",
-    "DIRECTIONS",
-    "HELD_OUT_PAIRS",
-    "INDEX_NAME",
-    "INDEX_VERSION",
-    "MOTION_WORDS",
-    "QUESTION_TYPES",
-    "SHAPES",
-    "SPLITS",
-    "Event",
-    "Scene",
-    "SyntheticConfig",
-    "SyntheticConfigError",
-    "SyntheticIndexError",
-    "background",
-    "encode_scene",
-    "generate",
-    "load_index",
-    "make_scene",
-    "question_and_answer",
-    "render_frames",
-    "samples",
-    "scene_record",
-    "shape_mask",
-    "video_file",
-]
+__all__ = generator.__all__
