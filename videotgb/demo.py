@@ -24,15 +24,16 @@ WORDS = (
 ).split()
 
 
-def build_tokenizers():
-    """A Vicuna-like word-level tokenizer for the language model and a BERT-like WordPiece one (uncased)."""
+def build_tokenizers(words=WORDS):
+    """A Vicuna-like word-level tokenizer for the language model and a BERT-like WordPiece one (uncased), both
+    knowing `words` (lowercase; the LM tokenizer also knows them capitalised)."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     punctuation = list("?.,:!<>\n")
     # Cased, like Vicuna's tokenizer: the chat template's `USER` / `ASSISTANT` are tokens of their own, and questions
     # may start with a capital. `dict.fromkeys` keeps the ids contiguous (a repeated word would leave a gap).
-    llm_tokens = ["<unk>", "<s>", "</s>", "<pad>", *punctuation, *WORDS, *(word.capitalize() for word in WORDS)]
+    llm_tokens = ["<unk>", "<s>", "</s>", "<pad>", *punctuation, *words, *(word.capitalize() for word in words)]
     llm_tokens += ["USER", "ASSISTANT", "video", "image"]
     llm_vocab = {token: index for index, token in enumerate(dict.fromkeys(llm_tokens))}
     llm = Tokenizer(models.WordLevel(llm_vocab, unk_token="<unk>"))
@@ -43,7 +44,7 @@ def build_tokenizers():
         tokenizer_object=llm, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
     )
 
-    bert_tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *punctuation[:-1], *WORDS]
+    bert_tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *punctuation[:-1], *words]
     bert_vocab = {token: index for index, token in enumerate(dict.fromkeys(bert_tokens))}
     bert = Tokenizer(models.WordPiece(bert_vocab, unk_token="[UNK]"))
     bert.normalizer = normalizers.BertNormalizer(lowercase=True)

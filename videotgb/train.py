@@ -32,7 +32,7 @@ from .training.resume import (
     read_data_state,
     resolve_checkpoint,
 )
-from .training.stages import STAGES, LoraSettings, apply_stage, get_stage
+from .training.stages import STAGES, LoraSettings, apply_stage, get_stage, with_extra_modules
 from .training.trainer import VideoTGBTrainer
 
 logger = logging.get_logger(__name__)
@@ -75,6 +75,13 @@ class ModelArguments:
     )
     pseudo_span_subtract_min: bool = field(
         default=False, metadata={"help": "self_refine: subtract the lowest frame score before the largest rectangle"}
+    )
+    also_train: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "train these top-level modules too, in full, besides the stage's (e.g. vision_model "
+            "language_model: full fine-tuning of a small model, as the synthetic recipe does)"
+        },
     )
     overwrite: bool = field(default=False, metadata={"help": "train into an --output_dir that already holds files"})
 
@@ -354,6 +361,7 @@ def train(argv: list[str] | None = None) -> Path:
     set_seed(training_args.seed)  # newly initialised weights (bridge parts, LoRA) follow --seed, as training does
     model, processor = load_model_and_processor(model_args, dtype)
     stage = get_stage(stage_name, seq2seq=not model.config.use_decoder_only_language_model)
+    stage = with_extra_modules(stage, model, model_args.also_train)
     processor.check_model_config(model.config)
     check_side_settings(side_folders, processor)
     trained = apply_stage(model, stage, lora)

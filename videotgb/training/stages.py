@@ -13,6 +13,7 @@ docs/method.md#training-stages. Not part of a checkpoint's remote code.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from torch import nn
@@ -71,6 +72,30 @@ def get_stage(name: str, seq2seq: bool) -> Stage:
     if name == "instruct_lora":
         return Stage(name, visual, lm_loss=True, span_loss=None, lora=True)
     raise ValueError(f"--stage must be one of {', '.join(STAGES)}; got {name!r}")
+
+
+def with_extra_modules(stage: Stage, model: nn.Module, names) -> Stage:
+    """`stage` that also trains the top-level modules `names` of `model` in full (`--also_train`).
+
+    For small models trained from scratch (the synthetic benchmark's tiny model trains its vision tower and language
+    model this way); a large pretrained language model is better tuned with `instruct_lora`. Raises ValueError
+    naming `--also_train` for a name that is not a top-level module with parameters, or with a LoRA stage (whose
+    adapters would then wrap a language model that trains in full).
+    """
+    names = tuple(dict.fromkeys(names or ()))
+    if not names:
+        return stage
+    available = sorted(name for name, module in model.named_children() if any(True for _ in module.parameters()))
+    available += sorted(name for name, _ in model.named_parameters(recurse=False))
+    unknown = [name for name in names if name not in available]
+    if unknown:
+        raise ValueError(
+            f"--also_train {' '.join(unknown)}: not a part of this model; the parts are {', '.join(available)}"
+        )
+    if stage.lora:
+        raise ValueError(f"--also_train cannot be combined with --stage {stage.name} (LoRA): use --stage instruct")
+    trainable = stage.trainable + tuple(name for name in names if name not in stage.trainable)
+    return dataclasses.replace(stage, trainable=trainable)
 
 
 def _fixed_parameters(model: nn.Module) -> set[int]:
@@ -154,4 +179,5 @@ __all__ = [
     "get_stage",
     "grounding_loss",
     "trainable_parameter_names",
+    "with_extra_modules",
 ]

@@ -1,0 +1,358 @@
+"""The recipe of the tiny trained VideoTGB: `videotgb synthetic train` (docs/synthetic.md#the-tiny-trained-model).
+
+One command makes, from nothing but a seed, a VideoTGB small enough to ship inside the package and trained on the
+synthetic benchmark, by running the package's own commands in order (each printed before it runs, so anyone can run
+them by hand):
+
+1. ``videotgb synthetic generate`` twice: short **clips** that hold one event each (every frame is inside the event),
+   and **long** videos with several events, one of which the question asks about.
+2. :func:`init_tiny_model` writes the untrained model: a VideoTGB at a tiny size (ViT, Q-Former, LLaMA-style LM and
+   bridge of width 64), with word-level tokenizers built offline with the `tokenizers` library.
+3. ``videotgb-train --stage instruct --also_train vision_model language_model`` on the clips: the **answerer** learns
+   to answer from frames of the event (the vision tower and the LM are trained in full: they start from random
+   weights, unlike a pretrained BLIP-2).
+4. ``videotgb data flow`` and ``videotgb data pseudo-spans`` on the long videos, with the answerer: each candidate
+   frame answers the question alone, the answers are scored against the gold answer, and the largest rectangle under
+   the scores is the pseudo span, as the paper makes its bridge's targets.
+5. ``videotgb-train --stage grounding`` on the long videos: the **bridge** learns, from flow and the question only,
+   to predict the pseudo spans.
+
+The final folder (``<out>/model``) is a checkpoint like any other (safetensors, processor, remote code) plus
+``recipe.json``, which records the settings and the commands. No true span from the index is used in training: the
+bridge learns from pseudo spans only.
+
+Not remote code: the model, processor and video files never import this module.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .generator import COLOURS, DIRECTIONS, QUESTION_TYPES, SHAPES, SyntheticConfigError
+
+RECIPE_NAME = "recipe.json"
+RECIPE_VERSION = 1
+
+MODEL_FILES = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "processor_config.json",
+    "chat_template.jinja",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "qformer_tokenizer",
+    "bridge_tokenizer",
+)
+"""What a checkpoint folder of the recipe keeps (the ones that exist); trainer state, optimizer files and pickled
+training arguments stay in the run folders."""
+
+GENERIC_WORDS = (
+    "a about above after all an and are as at away be before behind below between both but by can color colour "
+    "corner did do does down during each end first for from go goes happens has here how in into is it its left "
+    "long many middle more most move moved moves moving near next no not of on one or other out over right scene "
+    "screen second see seen shape side small so some start stops that the then there these thing this time to top "
+    "turn two under up video was way what when where which while who why will with yes you"
+).split()
+
+
+def vocabulary() -> list[str]:
+    """The words the tiny model's tokenizers know: question words, every colour, shape and direction, and a few
+    hundred common words (anything else becomes the unknown token)."""
+    return list(dict.fromkeys([*GENERIC_WORDS, *COLOURS, *SHAPES, *DIRECTIONS]))
+
+
+@dataclass(frozen=True)
+class RecipeSettings:
+    """Every setting of `videotgb synthetic train`; checked when made (ValueError naming the flag).
+
+    The defaults make the shipped model: about two minutes of training on 2 CPU cores after the data is generated.
+    """
+
+    seed: int = 0
+    clip_videos: int = 3000
+    long_videos: int = 600
+    frames: int = 256
+    event_frames: int = 16
+    events_per_video: int = 3
+    fps: int = 8
+    size: int = 64
+    question_types: tuple[str, ...] = ("colour", "shape")
+    answerer_steps: int = 600
+    answerer_batch_size: int = 16
+    answerer_learning_rate: float = 2e-3
+    grounding_steps: int = 600
+    grounding_batch_size: int = 16
+    grounding_learning_rate: float = 1e-3
+    workers: int = 1
+
+    def __post_init__(self):
+        object.__setattr__(self, "question_types", tuple(self.question_types))
+        for flag, value in (
+            ("--clip-videos", self.clip_videos),
+            ("--long-videos", self.long_videos),
+            ("--frames", self.frames),
+            ("--event-frames", self.event_frames),
+            ("--events-per-video", self.events_per_video),
+            ("--fps", self.fps),
+            ("--size", self.size),
+            ("--answerer-steps", self.answerer_steps),
+            ("--answerer-batch-size", self.answerer_batch_size),
+            ("--grounding-steps", self.grounding_steps),
+            ("--grounding-batch-size", self.grounding_batch_size),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise SyntheticConfigError(f"{flag} {value!r}: must be a positive integer")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise SyntheticConfigError(f"--seed {self.seed!r}: must be an integer >= 0")
+        if not isinstance(self.workers, int) or self.workers < 0:
+            raise SyntheticConfigError(f"--workers {self.workers!r}: must be an integer >= 0")
+        for flag, value in (
+            ("--answerer-learning-rate", self.answerer_learning_rate),
+            ("--grounding-learning-rate", self.grounding_learning_rate),
+        ):
+            if not value > 0:
+                raise SyntheticConfigError(f"{flag} {value!r}: must be positive")
+        if not self.question_types or any(kind not in QUESTION_TYPES for kind in self.question_types):
+            raise SyntheticConfigError(
+                f"--question-types {','.join(self.question_types)!r}: expected one or more of {', '.join(QUESTION_TYPES)}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "question_types": list(self.question_types)}
+
+
+def tiny_config(llm_vocab_size: int, bert_vocab_size: int, bos: int, eos: int, pad: int, image_size: int = 64):
+    """The tiny VideoTGB's `VideoTGBConfig`: width 64 everywhere, 8-pixel patches on 64-pixel frames, 4 query
+    tokens per keyframe concatenated in time order, a 4-layer bridge (2 with cross-attention) reading 32-pixel DIS
+    flow with room for 510 flow steps (the extrapolation tests read 8 to 16 times more steps than training)."""
+    from ..configuration_videotgb import VideoTGBConfig
+
+    small = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4}
+    return VideoTGBConfig(
+        vision_config={**small, "image_size": image_size, "patch_size": 8, "initializer_range": 0.02},
+        qformer_config={**small, "vocab_size": bert_vocab_size, "cross_attention_frequency": 1},
+        text_config={
+            "model_type": "llama",
+            **small,
+            "num_key_value_heads": 4,
+            "vocab_size": llm_vocab_size,
+            "max_position_embeddings": 512,
+            "bos_token_id": bos,
+            "eos_token_id": eos,
+            "pad_token_id": pad,
+        },
+        bridge_config={
+            **small,
+            "num_hidden_layers": 4,
+            "fusion_layer": 2,
+            "vocab_size": bert_vocab_size,
+            "flow_size": 32,
+            "flow_patch_size": 8,
+            "flow_estimator": "dis",
+            "max_position_embeddings": 512,
+            "max_text_positions": 64,
+        },
+        num_query_tokens=4,
+        frame_aggregation="concat",
+    )
+
+
+def init_tiny_model(out: str | os.PathLike, seed: int = 0, image_size: int = 64) -> Path:
+    """Write the untrained tiny VideoTGB (model with random weights drawn from `seed`, and its processor) to `out`."""
+    import torch
+    from transformers import BlipImageProcessor
+
+    from ..demo import build_tokenizers
+    from ..modeling_videotgb import VideoTGBForConditionalGeneration
+    from ..processing_videotgb import VideoTGBProcessor
+
+    tokenizer, bert_tokenizer = build_tokenizers(vocabulary())
+    config = tiny_config(
+        len(tokenizer),
+        len(bert_tokenizer),
+        tokenizer.bos_token_id,
+        tokenizer.eos_token_id,
+        tokenizer.pad_token_id,
+        image_size,
+    )
+    torch.manual_seed(seed)
+    model = VideoTGBForConditionalGeneration(config)
+    processor = VideoTGBProcessor(
+        BlipImageProcessor(size={"height": image_size, "width": image_size}),
+        tokenizer,
+        bert_tokenizer,
+        copy.deepcopy(bert_tokenizer),
+        num_candidate_frames=config.num_candidate_frames,
+        max_flow_steps=64,
+        flow_config={"estimator": "dis", "size": config.bridge_config.flow_size},
+    )
+    folder = Path(out)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def _videotgb(*arguments: str) -> list[str]:
+    return [sys.executable, "-m", "videotgb.cli", *arguments]
+
+
+def _train(*arguments: str) -> list[str]:
+    return [sys.executable, "-m", "videotgb.train", *arguments]
+
+
+def recipe_commands(settings: RecipeSettings, out: Path) -> list[tuple[str, list[str]]]:
+    """The recipe's steps as `(name, command)` pairs, in order; `init` (no command) is done in-process."""
+    s = settings
+    data, side, runs = out / "data", out / "side", out / "runs"
+    types = ",".join(s.question_types)
+    common = ["--fps", str(s.fps), "--size", str(s.size), "--question-types", types, "--shards", "--no-progress"]
+    no_eval_splits = ["--validation-videos", "0", "--test-videos", "0", "--held-out-videos", "0"]
+    training = [
+        "--seed", str(s.seed), "--save_strategy", "no", "--logging_steps", "25", "--dataloader_num_workers",
+        str(s.workers), "--disable_tqdm", "true", "--lr_scheduler_type", "cosine", "--weight_decay", "0.0",
+    ]  # fmt: skip
+    return [
+        (
+            "clips",
+            _videotgb(
+                "synthetic", "generate", "--out", str(data / "clips"), "--seed", str(s.seed + 1),
+                "--train-videos", str(s.clip_videos), *no_eval_splits, "--frames", str(s.event_frames),
+                "--event-frames", str(s.event_frames), "--events-per-video", "1", "--gap-frames", "0", *common,
+            ),
+        ),
+        (
+            "long videos",
+            _videotgb(
+                "synthetic", "generate", "--out", str(data / "long"), "--seed", str(s.seed),
+                "--train-videos", str(s.long_videos), *no_eval_splits, "--frames", str(s.frames),
+                "--event-frames", str(s.event_frames), "--events-per-video", str(s.events_per_video), *common,
+            ),
+        ),
+        ("init", []),
+        (
+            "answerer",
+            _train(
+                "--stage", "instruct", "--also_train", "vision_model", "language_model", "--model", str(runs / "init"),
+                "--train_files", str(data / "clips" / "shards" / "train"), "--output_dir", str(runs / "answerer"),
+                "--max_steps", str(s.answerer_steps), "--per_device_train_batch_size", str(s.answerer_batch_size),
+                "--learning_rate", str(s.answerer_learning_rate), *training,
+            ),
+        ),
+        (
+            "flow",
+            _videotgb(
+                "data", "flow", "--shards", str(data / "long" / "shards" / "train"), "--model", str(runs / "answerer"),
+                "--output", str(side / "flow"), "--no-progress",
+            ),
+        ),
+        (
+            "pseudo spans",
+            _videotgb(
+                "data", "pseudo-spans", "--shards", str(data / "long" / "shards" / "train"), "--model",
+                str(runs / "answerer"), "--output", str(side / "spans"), "--max-new-tokens", "4", "--no-progress",
+            ),
+        ),
+        (
+            "grounding",
+            _train(
+                "--stage", "grounding", "--model", str(runs / "answerer"), "--train_files",
+                str(data / "long" / "shards" / "train"), "--side_files", str(side / "flow"), str(side / "spans"),
+                "--output_dir", str(runs / "grounding"), "--max_steps", str(s.grounding_steps),
+                "--per_device_train_batch_size", str(s.grounding_batch_size), "--learning_rate",
+                str(s.grounding_learning_rate), *training,
+            ),
+        ),
+    ]  # fmt: skip
+
+
+def copy_checkpoint(source: Path, destination: Path) -> None:
+    """Copy a checkpoint's model and processor files (:data:`MODEL_FILES`, plus the remote-code ``.py`` files) from a
+    training run's output folder."""
+    destination.mkdir(parents=True, exist_ok=True)
+    names = [name for name in MODEL_FILES if (source / name).exists()]
+    names += sorted(path.name for path in source.glob("*.py"))
+    for name in names:
+        if (source / name).is_dir():
+            shutil.copytree(source / name, destination / name, dirs_exist_ok=True)
+        else:
+            shutil.copy2(source / name, destination / name)
+
+
+def run_recipe(settings: RecipeSettings, out: str | os.PathLike, overwrite: bool = False, log=print) -> Path:
+    """Run every step of the recipe into `out`; return the final checkpoint folder ``<out>/model``.
+
+    Each step's command is logged before it runs; a failing step raises RuntimeError naming it, with the command
+    and its exit status (its own error message is above, on stderr).
+    """
+    folder = Path(out)
+    if folder.exists() and any(folder.iterdir()):
+        if not overwrite:
+            raise OSError(f"--out {folder}: the folder is not empty; choose a new folder or pass --overwrite")
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    environment = {**os.environ, "PYTHONHASHSEED": "0", "TOKENIZERS_PARALLELISM": "false"}
+    timings: dict[str, float] = {}
+    commands = recipe_commands(settings, folder)
+    for number, (name, command) in enumerate(commands, 1):
+        started = time.perf_counter()
+        if not command:
+            log(f"[{number}/{len(commands)}] {name}: the untrained tiny model -> {folder / 'runs' / 'init'}")
+            init_tiny_model(folder / "runs" / "init", seed=settings.seed, image_size=settings.size)
+        else:
+            log(f"[{number}/{len(commands)}] {name}: {shlex.join(_display(command))}")
+            completed = subprocess.run(command, env=environment, check=False)
+            if completed.returncode:
+                raise RuntimeError(
+                    f"step {name!r} failed with exit status {completed.returncode}: {shlex.join(command)}"
+                )
+        timings[name] = round(time.perf_counter() - started, 1)
+    model = folder / "model"
+    copy_checkpoint(folder / "runs" / "grounding", model)
+    recipe = {
+        "recipe_version": RECIPE_VERSION,
+        "settings": settings.to_dict(),
+        "commands": [shlex.join(_display(command)) for _, command in commands if command],
+        "seconds": timings,
+        "train_results": {
+            stage: json.loads((folder / "runs" / stage / "train_results.json").read_text())
+            for stage in ("answerer", "grounding")
+        },
+    }
+    (model / RECIPE_NAME).write_text(json.dumps(recipe, indent=1) + "\n", encoding="utf-8")
+    log(f"model: {model} ({sum(timings.values()):.0f} s)")
+    return model
+
+
+def _display(command: list[str]) -> list[str]:
+    """A command as a user would type it: ``videotgb ...`` / ``videotgb-train ...`` instead of the interpreter."""
+    if command[:3] == [sys.executable, "-m", "videotgb.cli"]:
+        return ["videotgb", *command[3:]]
+    if command[:3] == [sys.executable, "-m", "videotgb.train"]:
+        return ["videotgb-train", *command[3:]]
+    return command
+
+
+__all__ = [
+    "MODEL_FILES",
+    "RECIPE_NAME",
+    "RecipeSettings",
+    "copy_checkpoint",
+    "init_tiny_model",
+    "recipe_commands",
+    "run_recipe",
+    "tiny_config",
+    "vocabulary",
+]
