@@ -18,12 +18,20 @@ from PIL import Image
 
 from videotgb import VideoTGBForConditionalGeneration, VideoTGBProcessor
 from videotgb.cli import answer_question, load
-from videotgb.demo import build_demo
+from videotgb.synthetic import SyntheticConfig, encode_scene, make_scene
+from videotgb.synthetic.recipe import init_tiny_model
+
+VIDEO_SECONDS = 8.0
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    return build_demo(tmp_path_factory.mktemp("demo"))
+    """An untrained tiny VideoTGB (the shipped model's architecture, random weights) and an 8-second synthetic video."""
+    folder = tmp_path_factory.mktemp("demo")
+    video = folder / "demo.mp4"
+    config = SyntheticConfig(num_videos={"test": 1}, num_frames=64, event_frames=8, fps=8)
+    video.write_bytes(encode_scene(make_scene(config, "test", 0)))
+    return init_tiny_model(folder / "checkpoint", seed=0), video
 
 
 def never_load_weights(monkeypatch):
@@ -46,7 +54,7 @@ def test_answer_prints_the_answer_and_keyframe_timestamps(demo):
     assert f"answer: {expected.text}" in printed
     assert "keyframes: " + ", ".join(f"{t:.2f}s" for t in expected.keyframe_timestamps) in printed
     assert len(expected.keyframe_indices) == 4
-    assert all(0 <= t <= 20.0 for t in expected.keyframe_timestamps)
+    assert all(0 <= t <= VIDEO_SECONDS for t in expected.keyframe_timestamps)
 
 
 def test_answer_in_bfloat16_feeds_bfloat16_inputs(demo, monkeypatch):
@@ -72,7 +80,7 @@ def test_images_run_on_the_demo_checkpoint(demo):
     checkpoint, _ = demo
     model, processor = load(str(checkpoint))
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8))
-    batch = processor(["What color is the square?", "Where is it?"], images=[image, None])
+    batch = processor(["What colour is the square?", "Where is it?"], images=[image, None])
     assert batch["input_ids"].max() < model.config.text_config.vocab_size
     out = model.generate(**batch, max_new_tokens=3, do_sample=False)
     assert out.shape == (2, 3)
@@ -230,4 +238,4 @@ def test_demo_console_script_runs_offline(tmp_path):
         [str(script), "demo", "--output", str(tmp_path / "demo")], capture_output=True, text=True, env=env, timeout=300
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "keyframes:" in result.stdout and (tmp_path / "demo" / "checkpoint" / "model.safetensors").exists()
+    assert "keyframes:" in result.stdout and (tmp_path / "demo" / "demo.png").is_file()

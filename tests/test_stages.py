@@ -17,6 +17,7 @@ from videotgb.training import (
     grounding_loss,
     resolve_deepspeed_config,
     trainable_parameter_names,
+    with_extra_modules,
 )
 
 EXPECTED_TRAINABLE = {
@@ -62,6 +63,20 @@ def test_each_stage_trains_its_modules_and_leaves_the_rest_bit_identical(stage_n
     assert {name.split(".")[0] for name in changed} == EXPECTED_TRAINABLE[(stage_name, language_model)]
 
 
+def test_also_train_adds_whole_modules_and_they_train():
+    model = tiny_model("llama").train()
+    stage = with_extra_modules(get_stage("instruct", seq2seq=False), model, ["vision_model", "language_model"])
+    apply_stage(model, stage)
+    expected = EXPECTED_TRAINABLE[("instruct", "llama")] | {"vision_model", "language_model"}
+    assert {name.split(".")[0] for name in trainable_parameter_names(model)} == expected
+    before = {name: parameter.detach().clone() for name, parameter in model.named_parameters()}
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    stage_loss(model, stage, video_batch(model.config)).backward()
+    optimizer.step()
+    changed = {name.split(".")[0] for name, p in model.named_parameters() if not torch.equal(p, before[name])}
+    assert changed == expected
+
+
 @pytest.mark.parametrize(("language_model", "target"), [("llama", "q_proj"), ("t5", "q")])
 def test_instruct_lora_adds_lora_to_the_language_model_only(language_model, target):
     model = tiny_model(language_model)
@@ -91,6 +106,14 @@ class TestBadStageArguments:
     def test_lora_settings_on_a_stage_without_lora(self):
         with pytest.raises(ValueError, match="stage 'instruct' trains no LoRA"):
             apply_stage(tiny_model("llama"), get_stage("instruct", seq2seq=False), LoraSettings())
+
+    def test_also_train_names_a_part_the_model_lacks(self):
+        with pytest.raises(ValueError, match=r"--also_train vision_tower: not a part of this model; the parts are "):
+            with_extra_modules(get_stage("instruct", seq2seq=False), tiny_model("llama"), ["vision_tower"])
+
+    def test_also_train_with_lora(self):
+        with pytest.raises(ValueError, match="--also_train cannot be combined with --stage instruct_lora"):
+            with_extra_modules(get_stage("instruct_lora", seq2seq=False), tiny_model("llama"), ["language_model"])
 
     @pytest.mark.parametrize(
         ("fields", "message"),

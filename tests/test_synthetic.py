@@ -19,6 +19,7 @@ from videotgb.synthetic import (
     COLOURS,
     HELD_OUT_PAIRS,
     MOTION_WORDS,
+    NO_EVENT_ANSWER,
     SPLITS,
     SyntheticConfig,
     SyntheticConfigError,
@@ -123,6 +124,18 @@ def _as_event(record):
     )
 
 
+def test_videos_without_events_ask_about_a_motion_that_does_not_happen(tmp_path):
+    config = small_config(videos=3, events_per_video=0, num_frames=16)
+    index = generate(config, tmp_path)
+    for sample in index["samples"]:
+        assert sample["answer"] == NO_EVENT_ANSWER and sample["events"] == [] and sample["event"] == -1
+        assert sample["start_frame"] is None and sample["end_frame"] is None and sample["start_s"] is None
+        assert set(sample["question"].lower().rstrip("?").split()) & set(MOTION_WORDS)
+        frames = read_frames(str(tmp_path / sample["file"]), list(range(16)))
+        saturated = np.ptp(frames.astype(int), axis=-1) > 100  # flat colours are saturated; the grey scene is not
+        assert not saturated.any(), f"{sample['id']}: a shape is on screen"
+
+
 def test_splits_are_disjoint(generated):
     _, index = generated
     by_split = {split: samples(index, split) for split in SPLITS}
@@ -171,7 +184,7 @@ def test_shards_stream_back_with_the_index_records(generated, no_shutdown_pause)
         ({"num_frames": 30}, "--frames 30: 3 events of 12 frames"),
         ({"event_frames": 100}, "longer than the video"),
         ({"events_per_video": 7}, "--events-per-video 7: the events of a video have distinct colours"),
-        ({"events_per_video": 0}, "--events-per-video 0: must be a positive integer"),
+        ({"events_per_video": -1}, "--events-per-video -1: must be an integer >= 0"),
         ({"size": 0}, "--size 0: must be a positive integer"),
         ({"size": 63}, "--size 63: must be even"),
         ({"shape_size": 60}, "--shape-size 60: too large"),

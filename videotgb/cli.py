@@ -2,11 +2,12 @@
 
 videotgb answer --model PATH_OR_HUB_ID --video FILE --question "What happens after the goal?"
 videotgb init --vlm BLIP2_OR_INSTRUCTBLIP --bert BERT --output DIR
-videotgb demo [--output DIR]
+videotgb demo [--model PATH_OR_HUB_ID --video FILE --question TEXT] [--output DIR]
 videotgb data build --source FORMAT=ANNOTATIONS.json --media-root DIR --output SHARDS_DIR
 videotgb data flow --shards SHARDS_DIR --model CHECKPOINT --output FLOW_DIR
 videotgb data pseudo-spans --shards SHARDS_DIR --model CHECKPOINT --output SPANS_DIR
 videotgb synthetic generate --out DIR --seed 0 --num-videos 100 --frames 256 [--shards]
+videotgb synthetic train --out DIR --seed 0
 
 Errors that come from the inputs (a missing file, a folder that is not a VideoTGB checkpoint, an undecodable video,
 a device this machine lacks) are printed as one line and exit with status 2.
@@ -15,6 +16,7 @@ a device this machine lacks) are printed as one line and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from dataclasses import dataclass
@@ -106,16 +108,22 @@ def load_processor(model_name_or_path: str, revision: str | None = None):
 
 
 def load_model(
-    model_name_or_path: str, dtype: str = "auto", device: str | torch.device | None = None, revision: str | None = None
+    model_name_or_path: str,
+    dtype: str = "auto",
+    device: str | torch.device | None = None,
+    revision: str | None = None,
+    **config_overrides,
 ):
-    """The checkpoint's model (safetensors only) on `device`, in eval mode, after checking the folder and device."""
+    """The checkpoint's model (safetensors only) on `device`, in eval mode, after checking the folder and device;
+    `config_overrides` (e.g. `num_keyframes=8`) change config fields, None values are ignored."""
     from .modeling_videotgb import VideoTGBForConditionalGeneration
 
     target = device if isinstance(device, torch.device) else resolve_device(device)
     check_checkpoint(model_name_or_path, revision)
     torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
+    overrides = {key: value for key, value in config_overrides.items() if value is not None}
     model = VideoTGBForConditionalGeneration.from_pretrained(
-        model_name_or_path, dtype=torch_dtype, revision=revision, use_safetensors=True
+        model_name_or_path, dtype=torch_dtype, revision=revision, use_safetensors=True, **overrides
     )
     return model.to(target).eval()
 
@@ -199,17 +207,59 @@ def _init_command(arguments: argparse.Namespace) -> int:
 
 
 def _demo_command(arguments: argparse.Namespace) -> int:
-    from .demo import build_demo
+    from .demo import DEFAULT_MODEL, check_question, demo_scene, format_result, plot_demo, recipe_of, run_demo
 
-    checkpoint, video = build_demo(Path(arguments.output))
-    print(f"demo checkpoint: {checkpoint}\ndemo video: {video}")
-    model, processor = load(str(checkpoint))
-    question = "Where does the square move?"
-    print(f"question: {question}")
-    print(_format_answer(answer_question(model, processor, str(video), question, max_new_tokens=8, do_sample=False)))
-    print(
-        "(the demo model has random weights: the keyframes come from the real pipeline, the words do not mean anything)"
-    )
+    # Cheap checks first: flags, files and the folder are reported before any weights are read.
+    model_path = arguments.model or str(DEFAULT_MODEL)
+    if arguments.video is not None and arguments.question is None:
+        raise ValueError("--video needs --question (the question to ask about it)")
+    if arguments.video is not None and not Path(arguments.video).is_file():
+        raise FileNotFoundError(f"--video {arguments.video}: no such file")
+    if arguments.keyframes is not None and arguments.keyframes < 1:
+        raise ValueError(f"--keyframes {arguments.keyframes}: must be a positive integer")
+    device = resolve_device(arguments.device)
+    processor = load_processor(model_path, arguments.revision)
+    if arguments.keyframes is not None and arguments.keyframes > processor.num_candidate_frames:
+        raise ValueError(
+            f"--keyframes {arguments.keyframes}: more than the {processor.num_candidate_frames} candidate frames "
+            "the model chooses from"
+        )
+    recipe = recipe_of(model_path) if Path(model_path).is_dir() else None
+    output = Path(arguments.output)
+    gold = true_span = None
+    if arguments.video is None:
+        if recipe is None:
+            raise ValueError(
+                f"--model {model_path}: not a model of `videotgb synthetic train` (no recipe.json), so there is no "
+                "default video for it; give --video and --question"
+            )
+        from .synthetic import encode_scene
+
+        scene = demo_scene(recipe)
+        output.mkdir(parents=True, exist_ok=True)
+        video = output / "demo.mp4"
+        video.write_bytes(encode_scene(scene))
+        question = arguments.question or scene.question
+        asked = scene.events[scene.asked]
+        true_span = asked.span_seconds(scene.fps)
+        gold = scene.answer if question == scene.question else None
+        print(
+            f"video: {video} ({scene.num_frames} frames, {scene.num_frames / scene.fps:.1f} s at {scene.fps} fps, "
+            f"{len(scene.events)} shapes that move)"
+        )
+    else:
+        video, question = Path(arguments.video), arguments.question
+    check_question(question, recipe)
+    clip = processor.load_video(video)
+    model = load_model(model_path, arguments.dtype, device, arguments.revision, num_keyframes=arguments.keyframes)
+    processor.check_model_config(model.config)
+    described = f" ({recipe['description']})" if recipe and recipe.get("description") else ""
+    print(f"model: {model_path}{described}")
+    result = run_demo(model, processor, clip, question)
+    result.video, result.gold, result.true_span_s = str(video), gold, true_span
+    print(format_result(result))
+    picture = plot_demo(result, output / "demo.png")
+    print(f"picture: {picture} (the keyframes, and the bridge's span probability over the whole video)")
     return 0
 
 
@@ -628,7 +678,8 @@ def _add_synthetic_commands(commands) -> None:
         "--events-per-video",
         type=int,
         default=defaults.events_per_video,
-        help="events per video, each of another colour (default: %(default)s)",
+        help="events per video, each of another colour; 0: videos without events, whose question asks about a "
+        "motion that does not happen (answer 'none') (default: %(default)s)",
     )
     generate.add_argument(
         "--event-frames",
@@ -662,6 +713,7 @@ def _add_synthetic_commands(commands) -> None:
     )
     generate.add_argument("--no-progress", action="store_true", help="no progress bars")
     generate.set_defaults(run=_synthetic_generate_command)
+    _add_synthetic_train_command(synthetic_commands)
 
 
 DTYPES = ["auto", "float32", "bfloat16", "float16"]
@@ -713,13 +765,83 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--revision", default=None, help="Hub revision of both sources")
     init.set_defaults(run=_init_command)
 
-    demo = commands.add_parser("demo", help="build a tiny checkpoint and a synthetic video offline, then answer")
-    demo.add_argument("--output", default="outputs/demo", help="folder for the demo checkpoint and video")
+    demo = commands.add_parser(
+        "demo",
+        help="the tiny trained model shipped with the package answers a question about a synthetic video",
+        description="Answer a question about a video and show which moments the model looked at. With no "
+        "arguments: the tiny VideoTGB shipped with the package (trained by `videotgb synthetic train`) on a "
+        "synthetic video it generates, with the gold answer and the true time of the event. Prints the question, "
+        "the answer and the keyframe times; writes the video (when generated) and a picture (the keyframes and "
+        "the bridge's span probability over the whole video) into --output.",
+    )
+    demo.add_argument("--model", default=None, help="checkpoint folder or Hub id (default: the shipped tiny model)")
+    demo.add_argument("--video", default=None, help="video file (default: a synthetic video, generated)")
+    demo.add_argument("--question", default=None, help="question (default: the synthetic video's question)")
+    demo.add_argument("--keyframes", type=int, default=None, help="K, frames the model reads (default: the model's)")
+    demo.add_argument("--output", default="outputs/demo", help="folder for the picture and the generated video")
+    demo.add_argument("--dtype", default="auto", choices=DTYPES, help="weights and inputs (default: as saved)")
+    demo.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    demo.add_argument("--revision", default=None, help="Hub revision of --model")
     demo.set_defaults(run=_demo_command)
 
     _add_data_commands(commands)
     _add_synthetic_commands(commands)
     return parser
+
+
+_SYNTHETIC_TRAIN_DESCRIPTION = """\
+Make the tiny trained VideoTGB of the synthetic benchmark (the model `videotgb demo` ships) from
+nothing but a seed, by running the package's own commands in order, each printed before it runs:
+
+  1. videotgb synthetic generate   short clips of one event each, and long videos of several events
+  2. (in-process)                  the untrained tiny model: width 64, word-level tokenizers
+  3. videotgb-train --stage instruct --also_train vision_model language_model
+                                   the answerer learns to answer from frames of the event (clips)
+  4. videotgb data flow            optical flow of the long videos, once
+  5. videotgb data pseudo-spans    each candidate frame answers alone; the largest rectangle under
+                                   the per-frame scores against the gold answer is the pseudo span
+  6. videotgb-train --stage grounding
+                                   the bridge learns the pseudo spans from flow and the question
+
+No true span is used in training. The final checkpoint is <out>/model, with recipe.json (settings,
+commands, times, final training metrics); the data, side shards and runs stay under <out>.
+
+example (the shipped model):
+  videotgb synthetic train --out runs/synthetic --seed 0
+
+See docs/synthetic.md.
+"""
+
+
+def _add_synthetic_train_command(synthetic_commands) -> None:
+    from .synthetic.recipe import RecipeSettings
+
+    defaults = RecipeSettings()
+    train = synthetic_commands.add_parser(
+        "train",
+        help="make the tiny trained VideoTGB with the package's own training commands",
+        description=_SYNTHETIC_TRAIN_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    train.add_argument("--out", required=True, metavar="DIR", help="folder for data, runs and the model")
+    train.add_argument("--overwrite", action="store_true", help="replace what --out holds")
+    for field in dataclasses.fields(RecipeSettings):
+        flag = "--" + field.name.replace("_", "-")
+        default = getattr(defaults, field.name)
+        if field.name == "question_types":
+            train.add_argument(flag, default=",".join(default), help="comma-separated (default: %(default)s)")
+        else:
+            train.add_argument(flag, type=type(default), default=default, help="default: %(default)s")
+    train.set_defaults(run=_synthetic_train_command)
+
+
+def _synthetic_train_command(arguments: argparse.Namespace) -> int:
+    from .synthetic.recipe import RecipeSettings, run_recipe
+
+    values = {field.name: getattr(arguments, field.name) for field in dataclasses.fields(RecipeSettings)}
+    values["question_types"] = tuple(kind.strip() for kind in values["question_types"].split(","))
+    run_recipe(RecipeSettings(**values), arguments.out, overwrite=arguments.overwrite)
+    return 0
 
 
 def expected_errors() -> tuple[type[BaseException], ...]:

@@ -1,140 +1,213 @@
-"""The embedded default of `videotgb demo`: a tiny checkpoint and a synthetic video, made offline in seconds.
+"""`videotgb demo`: the tiny trained VideoTGB shipped with the package answers a question about a synthetic video.
 
-The checkpoint is a real VideoTGB folder (remote code, safetensors, processor with its three tokenizers) at a tiny
-size (hidden width 32, two or four layers per part, 56-pixel frames, 32-pixel DIS flow) with random weights, and tokenizers built with the `tokenizers` library from a small word list;
-the video is a textured square that moves right, then down, encoded with PyAV. Until a tiny *trained* model ships,
-the demo shows the pipeline (decoding, flow, the bridge's keyframes, generation), not meaningful answers.
+The shipped model (``videotgb/default_model``) was made by `videotgb synthetic train` (its ``recipe.json`` holds the
+settings and commands). With no arguments the demo encodes a synthetic video like those of the benchmark's test
+split (a still textured scene where a few shapes appear and move; one of them is asked about), answers its
+question from the 4 keyframes the bridge picks among 32 candidates, prints the answer against the gold answer and
+the keyframe times against the true time of the event, and draws a picture: the keyframe strip and the bridge's
+span probability over the whole video with the true span marked. ``--model``, ``--video`` and ``--question`` run the
+same on any checkpoint and video.
+
+Not remote code: the model, processor and video files never import this module.
 """
 
 from __future__ import annotations
 
-import copy
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-WORDS = (
-    "a about above after all an and are as at away be before behind below between blue both but by can car "
-    "circle color corner did do does down during each end first for from go goes green happens has here how in "
-    "into is it its left long man many middle more most move moves moving near next no not of on one or other "
-    "out over person red right scene screen second see seen shape side slowly small so some square start stops "
-    "that the then there these thing this time to top turn two under up video was what when where which while "
-    "white who why will with woman yes you"
-).split()
+DEFAULT_MODEL = Path(__file__).resolve().parent / "default_model"
+"""The tiny trained VideoTGB shipped in the package (safetensors, processor and ``recipe.json``)."""
+
+DEMO_SPLIT, DEMO_NUMBER = "test", 0
+"""The default video: this scene of the benchmark's test split, with the shipped model's recipe settings."""
 
 
-def build_tokenizers(words=WORDS):
-    """A Vicuna-like word-level tokenizer for the language model and a BERT-like WordPiece one (uncased), both
-    knowing `words` (lowercase; the LM tokenizer also knows them capitalised)."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
+@dataclass
+class DemoResult:
+    """What `run_demo` found: the answer, the keyframes and the bridge's span probability, with the truth when the
+    video is synthetic."""
 
-    punctuation = list("?.,:!<>\n")
-    # Cased, like Vicuna's tokenizer: the chat template's `USER` / `ASSISTANT` are tokens of their own, and questions
-    # may start with a capital. `dict.fromkeys` keeps the ids contiguous (a repeated word would leave a gap).
-    llm_tokens = ["<unk>", "<s>", "</s>", "<pad>", *punctuation, *words, *(word.capitalize() for word in words)]
-    llm_tokens += ["USER", "ASSISTANT", "video", "image"]
-    llm_vocab = {token: index for index, token in enumerate(dict.fromkeys(llm_tokens))}
-    llm = Tokenizer(models.WordLevel(llm_vocab, unk_token="<unk>"))
-    llm.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
-    llm.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    llm.decoder = decoders.WordPiece(prefix="##")
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=llm, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
+    video: str
+    question: str
+    answer: str
+    keyframe_indices: list[int]
+    keyframe_timestamps: list[float]
+    keyframe_frames: np.ndarray  # (K, H, W, 3) uint8
+    candidate_timestamps: list[float]
+    flow_timestamps: list[float]
+    span_probability: list[float]  # per flow step: probability that the step lies in the bridge's span
+    duration_s: float
+    gold: str | None = None
+    true_span_s: tuple[float, float] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def correct(self) -> bool | None:
+        if self.gold is None:
+            return None
+        from .pseudo_spans import words
+
+        return words(self.answer) == words(self.gold)
+
+    @property
+    def keyframes_inside(self) -> int | None:
+        if self.true_span_s is None:
+            return None
+        start, end = self.true_span_s
+        return sum(start <= seconds < end for seconds in self.keyframe_timestamps)
+
+
+def span_probability(start_logits: torch.Tensor, end_logits: torch.Tensor) -> torch.Tensor:
+    """Probability that each flow step lies inside the bridge's span, `(steps,)`, from one video's valid start and
+    end logits `(steps,)`: with start ``s`` and end ``e`` drawn independently from their softmaxes, a step ``t`` is
+    inside when ``s <= t <= e``, so ``P = P(s <= t) * P(e >= t)``.
+
+    >>> span_probability(torch.tensor([0.0, -1e4, -1e4]), torch.tensor([-1e4, 0.0, -1e4])).tolist()
+    [1.0, 1.0, 0.0]
+    """
+    start = torch.softmax(start_logits.float(), -1)
+    end = torch.softmax(end_logits.float(), -1)
+    started = torch.cumsum(start, -1)
+    not_ended = torch.flip(torch.cumsum(torch.flip(end, [-1]), -1), [-1])
+    return (started * not_ended).clamp(0, 1)
+
+
+def recipe_of(model_folder: str | Path) -> dict[str, Any] | None:
+    """The ``recipe.json`` of a checkpoint folder made by `videotgb synthetic train`, or None."""
+    path = Path(model_folder) / "recipe.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def demo_scene(recipe: dict[str, Any]):
+    """The default demo video's scene: test video 0 generated with the recipe's long-video settings."""
+    from .synthetic import SyntheticConfig, make_scene
+
+    settings = recipe["settings"]
+    config = SyntheticConfig(
+        seed=settings["seed"],
+        num_videos={DEMO_SPLIT: DEMO_NUMBER + 1},
+        num_frames=settings["frames"],
+        fps=settings["fps"],
+        size=settings["size"],
+        events_per_video=settings["events_per_video"],
+        event_frames=settings["event_frames"],
+        question_types=tuple(settings["question_types"]),
+    )
+    return make_scene(config, DEMO_SPLIT, DEMO_NUMBER)
+
+
+def check_question(question: str, recipe: dict[str, Any] | None) -> None:
+    """ValueError naming `--question` when it is empty, or when a model of the synthetic recipe (which only ever saw
+    questions about motion) is asked a question without a motion word."""
+    from .pseudo_spans import words
+    from .synthetic import MOTION_WORDS
+
+    if not question.strip():
+        raise ValueError("--question is empty")
+    if recipe is not None and not set(words(question)) & set(MOTION_WORDS):
+        raise ValueError(
+            f"--question {question!r}: this model was trained only on questions about motion; ask one with "
+            f"{' / '.join(MOTION_WORDS)} (e.g. 'What colour is the shape that moves up?')"
+        )
+
+
+def run_demo(model, processor, video, question: str, max_new_tokens: int = 8) -> DemoResult:
+    """Answer `question` about `video` (a path or a `VideoClip`) with `model`; the bridge's span probability too."""
+    clip = video if hasattr(video, "candidate_frames") else processor.load_video(video)
+    batch = processor([question], videos=[clip]).to(model.device)
+    with torch.inference_mode():
+        output = model.generate(
+            **batch, return_dict_in_generate=True, max_new_tokens=max_new_tokens, do_sample=False
+        )
+        bridge = model.run_bridge(
+            batch["flow"], batch["flow_mask"], batch["bridge_input_ids"], batch["bridge_attention_mask"], 1
+        )
+    steps = int(bridge.flow_lengths[0])
+    probability = span_probability(bridge.start_logits[0, :steps], bridge.end_logits[0, :steps])
+    indices = output.keyframe_indices[0].tolist()
+    metadata = clip.metadata
+    duration = metadata.duration if metadata is not None and metadata.duration else float(clip.flow_timestamps[-1])
+    return DemoResult(
+        video=str(video) if not hasattr(video, "candidate_frames") else "<clip>",
+        question=question,
+        answer=processor.batch_decode(output.sequences, skip_special_tokens=True)[0].strip(),
+        keyframe_indices=indices,
+        keyframe_timestamps=[float(clip.candidate_timestamps[index]) for index in indices],
+        keyframe_frames=np.stack([clip.candidate_frames[index] for index in indices]),
+        candidate_timestamps=[float(t) for t in clip.candidate_timestamps],
+        flow_timestamps=[float(t) for t in clip.flow_timestamps[:steps]],
+        span_probability=probability.tolist(),
+        duration_s=float(duration),
     )
 
-    bert_tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *punctuation[:-1], *words]
-    bert_vocab = {token: index for index, token in enumerate(dict.fromkeys(bert_tokens))}
-    bert = Tokenizer(models.WordPiece(bert_vocab, unk_token="[UNK]"))
-    bert.normalizer = normalizers.BertNormalizer(lowercase=True)
-    bert.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    bert.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
-    )
-    bert.decoder = decoders.WordPiece()
-    bert_tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bert,
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-    )
-    return tokenizer, bert_tokenizer
 
+def plot_demo(result: DemoResult, path: str | Path) -> Path:
+    """Draw the keyframe strip (with timestamps) over the bridge's span probability across the whole video, the
+    true span shaded when known; save as PNG at `path`."""
+    import matplotlib
 
-def write_demo_video(path: Path, seconds: int = 20, fps: int = 10, size: tuple[int, int] = (96, 64)) -> Path:
-    """A textured square that moves right during the first half and down during the second (H.264, PyAV)."""
-    import av
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
 
-    width, height = size
-    rng = np.random.default_rng(0)
-    background = (rng.random((height, width, 1)) * 60 + 40).astype(np.uint8).repeat(3, axis=2)
-    square = rng.integers(120, 255, (16, 16, 3), dtype=np.uint8)
-    frames = seconds * fps
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for index in range(frames):
-            half = frames // 2
-            x = 4 + (width - 24) * min(index, half) // half
-            y = 4 + (height - 24) * max(index - half, 0) // (frames - half)
-            image = background.copy()
-            image[y : y + 16, x : x + 16] = square
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        container.mux(stream.encode())
+    count = len(result.keyframe_timestamps)
+    figure = plt.figure(figsize=(2.2 * max(count, 4), 5.2), layout="constrained")
+    grid = figure.add_gridspec(2, count, height_ratios=[1.1, 1.0])
+    for position, (frame, seconds) in enumerate(zip(result.keyframe_frames, result.keyframe_timestamps, strict=True)):
+        axis = figure.add_subplot(grid[0, position])
+        axis.imshow(frame, interpolation="nearest")
+        axis.set_title(f"keyframe {position + 1}: {seconds:.2f} s", fontsize=9)
+        axis.set_xticks([])
+        axis.set_yticks([])
+    axis = figure.add_subplot(grid[1, :])
+    if result.true_span_s is not None:
+        axis.axvspan(*result.true_span_s, color="tab:green", alpha=0.25, label="true event")
+    axis.plot(result.flow_timestamps, result.span_probability, color="tab:blue", label="bridge: P(in span)")
+    for number, seconds in enumerate(result.keyframe_timestamps):
+        axis.axvline(seconds, color="tab:red", linestyle="--", linewidth=1, label="keyframes" if number == 0 else None)
+    axis.plot(result.candidate_timestamps, [-0.04] * len(result.candidate_timestamps), "|", color="grey",
+              label="candidate frames")  # fmt: skip
+    axis.set_xlim(0, result.duration_s)
+    axis.set_ylim(-0.08, 1.05)
+    axis.set_xlabel("time (s)")
+    axis.set_ylabel("probability")
+    axis.legend(loc="upper right", fontsize=8)
+    verdict = "" if result.correct is None else f" (gold: {result.gold})"
+    figure.suptitle(f"Q: {result.question}   A: {result.answer}{verdict}", fontsize=11)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
     return path
 
 
-def build_demo(output: Path) -> tuple[Path, Path]:
-    """Write the tiny checkpoint (model + processor) and the demo video under `output`; return their paths."""
-    from transformers import BlipImageProcessor
+def format_result(result: DemoResult) -> str:
+    """The lines `videotgb demo` prints."""
+    lines = [f"question: {result.question}"]
+    verdict = "" if result.gold is None else f"   (gold: {result.gold}, {'correct' if result.correct else 'wrong'})"
+    lines.append(f"answer: {result.answer}{verdict}")
+    stamps = ", ".join(f"{seconds:.2f}s" for seconds in result.keyframe_timestamps)
+    line = f"keyframes: {stamps} (candidates {result.keyframe_indices})"
+    if result.true_span_s is not None:
+        start, end = result.true_span_s
+        line += f"; true event {start:.2f}s-{end:.2f}s: {result.keyframes_inside} of {len(result.keyframe_indices)} inside"
+    lines.append(line)
+    return "\n".join(lines)
 
-    from .configuration_videotgb import VideoTGBConfig
-    from .modeling_videotgb import VideoTGBForConditionalGeneration
-    from .processing_videotgb import VideoTGBProcessor
 
-    output.mkdir(parents=True, exist_ok=True)
-    tokenizer, bert_tokenizer = build_tokenizers()
-    small = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
-    config = VideoTGBConfig(
-        vision_config={**small, "image_size": 56, "patch_size": 14, "initializer_range": 0.02},
-        qformer_config={**small, "vocab_size": len(bert_tokenizer), "cross_attention_frequency": 1},
-        text_config={
-            "model_type": "llama",
-            **small,
-            "num_key_value_heads": 4,
-            "vocab_size": len(tokenizer),
-            "bos_token_id": tokenizer.bos_token_id,
-            "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.pad_token_id,
-        },
-        bridge_config={
-            **small,
-            "num_hidden_layers": 4,
-            "fusion_layer": 2,
-            "vocab_size": len(bert_tokenizer),
-            "flow_size": 32,
-            "flow_estimator": "dis",
-            "max_position_embeddings": 66,
-            "max_text_positions": 128,
-        },
-        num_query_tokens=4,
-        frame_aggregation="concat",
-    )
-    torch.manual_seed(0)
-    model = VideoTGBForConditionalGeneration(config)
-    processor = VideoTGBProcessor(
-        BlipImageProcessor(size={"height": 56, "width": 56}),
-        tokenizer,
-        bert_tokenizer,
-        copy.deepcopy(bert_tokenizer),  # the Q-Former's and the bridge's: two objects, saved in two folders
-        num_candidate_frames=config.num_candidate_frames,
-        max_flow_steps=64,
-        flow_config={"estimator": "dis", "size": 32},
-    )
-    checkpoint = output / "checkpoint"
-    model.save_pretrained(checkpoint)
-    processor.save_pretrained(checkpoint)
-    return checkpoint, write_demo_video(output / "demo.mp4")
+__all__ = [
+    "DEFAULT_MODEL",
+    "DemoResult",
+    "check_question",
+    "demo_scene",
+    "format_result",
+    "plot_demo",
+    "recipe_of",
+    "run_demo",
+    "span_probability",
+]

@@ -65,6 +65,11 @@ QUESTION_TYPES = ("colour", "direction", "shape")
 """What a question asks about the asked event; the other attributes are the clue that picks the event out."""
 
 MOTION_WORDS = ("move", "moves", "moving", "moved")
+
+NO_EVENT_ANSWER = "none"
+"""The gold answer of a video without events (``--events-per-video 0``): its question asks about a motion that does
+not happen. Such videos teach a model to say so instead of guessing (the synthetic recipe's answerer learns it, which
+keeps its per-frame answers on empty frames from matching a gold answer by chance)."""
 """Every question holds one of these words: questions about this benchmark are questions about motion."""
 
 SPLITS = ("train", "validation", "test", "held_out")
@@ -114,7 +119,8 @@ class SyntheticConfig:
         fps: frames per second (an integer).
         size: side of the square frames in pixels (even: H.264's 4:2:0 chroma needs it).
         shape_size: side of a shape's bounding box in pixels (default ``size // 4``).
-        events_per_video: events per video ``E``, at most one per colour of :data:`COLOURS`.
+        events_per_video: events per video ``E``, at most one per colour of :data:`COLOURS`; 0 makes videos without
+            events, whose question asks about a motion that does not happen (answer :data:`NO_EVENT_ANSWER`).
         event_frames: frames during which a shape is on screen (its motion takes ``event_frames - 1`` steps).
         gap_frames: at least this many frames without a shape between two events.
         question_types: the question types drawn from, uniformly (a subset of :data:`QUESTION_TYPES`).
@@ -141,7 +147,11 @@ class SyntheticConfig:
         self._check()
 
     def _check(self) -> None:
-        for flag, value in (("--seed", self.seed), ("--gap-frames", self.gap_frames)):
+        for flag, value in (
+            ("--seed", self.seed),
+            ("--gap-frames", self.gap_frames),
+            ("--events-per-video", self.events_per_video),
+        ):
             if not _is_int(value) or value < 0:
                 raise SyntheticConfigError(f"{flag} {value!r}: must be an integer >= 0")
         for flag, value in (
@@ -149,7 +159,6 @@ class SyntheticConfig:
             ("--fps", self.fps),
             ("--size", self.size),
             ("--shape-size", self.shape_size),
-            ("--events-per-video", self.events_per_video),
             ("--event-frames", self.event_frames),
         ):
             if not _is_int(value) or value <= 0:
@@ -176,7 +185,7 @@ class SyntheticConfig:
             )
         if self.event_frames < 2:
             raise SyntheticConfigError(f"--event-frames {self.event_frames}: a motion needs at least 2 frames")
-        needed = self.events_per_video * self.event_frames + (self.events_per_video - 1) * self.gap_frames
+        needed = self.events_per_video * self.event_frames + max(self.events_per_video - 1, 0) * self.gap_frames
         if needed > self.num_frames:
             raise SyntheticConfigError(
                 f"--frames {self.num_frames}: {self.events_per_video} events of {self.event_frames} frames with "
@@ -231,7 +240,8 @@ class Event:
 @dataclass(frozen=True)
 class Scene:
     """Everything about one video and its question; :func:`make_scene` draws it, :func:`render_frames` draws its
-    frames. `asked` is the position of the asked event in `events`, which are in time order."""
+    frames. `asked` is the position of the asked event in `events`, which are in time order; -1 in a video without
+    events, whose question asks about a motion that does not happen."""
 
     id: str
     split: str
@@ -284,6 +294,8 @@ def make_scene(config: SyntheticConfig, split: str, number: int) -> Scene:
         raise SyntheticConfigError(f"split {split!r}: expected one of {', '.join(SPLITS)}")
     rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(_SPLIT_KEYS[split], number)))
     count = config.events_per_video
+    if count == 0:
+        return _scene_without_events(rng, config, split, number)
     colours = [list(COLOURS)[k] for k in rng.choice(len(COLOURS), size=count, replace=False)]
     asked = int(rng.integers(count))
     directions = []
@@ -324,6 +336,33 @@ def make_scene(config: SyntheticConfig, split: str, number: int) -> Scene:
         question_type=question_type,
         question=question,
         answer=answer,
+    )
+
+
+def _scene_without_events(rng: np.random.Generator, config: SyntheticConfig, split: str, number: int) -> Scene:
+    """A video without events: the question is drawn about an event that never happens (its colour, shape and
+    direction drawn as for an asked event), and the answer is :data:`NO_EVENT_ANSWER`."""
+    colour = list(COLOURS)[int(rng.integers(len(COLOURS)))]
+    held_out = _HELD_OUT_DIRECTION[colour]
+    direction = held_out if split == "held_out" else str(rng.choice([d for d in DIRECTIONS if d != held_out]))
+    absent = Event(colour, SHAPES[int(rng.integers(len(SHAPES)))], direction, 0, 0, (0, 0), (0, 0))
+    question_type = config.question_types[int(rng.integers(len(config.question_types)))]
+    question, _ = question_and_answer(question_type, absent)
+    return Scene(
+        id=f"{split}:{number:06d}",
+        split=split,
+        number=number,
+        num_frames=config.num_frames,
+        fps=config.fps,
+        size=config.size,
+        shape_size=config.shape_size,
+        noise=float(config.noise),
+        texture_seed=int(rng.integers(2**63)),
+        events=(),
+        asked=-1,
+        question_type=question_type,
+        question=question,
+        answer=NO_EVENT_ANSWER,
     )
 
 
@@ -431,8 +470,8 @@ def video_file(scene: Scene) -> str:
 
 def scene_record(scene: Scene, data: bytes) -> dict[str, Any]:
     """The scene's entry in ``index.json`` (docs/synthetic.md#the-index), given its encoded bytes."""
-    asked = scene.events[scene.asked]
-    start_s, end_s = asked.span_seconds(scene.fps)
+    asked = scene.events[scene.asked] if scene.asked >= 0 else None
+    start_s, end_s = asked.span_seconds(scene.fps) if asked is not None else (None, None)
     return {
         "id": scene.id,
         "split": scene.split,
@@ -449,8 +488,8 @@ def scene_record(scene: Scene, data: bytes) -> dict[str, Any]:
         "question": scene.question,
         "answer": scene.answer,
         "event": scene.asked,
-        "start_frame": asked.start_frame,
-        "end_frame": asked.end_frame,
+        "start_frame": asked.start_frame if asked is not None else None,
+        "end_frame": asked.end_frame if asked is not None else None,
         "start_s": start_s,
         "end_s": end_s,
         "texture_seed": scene.texture_seed,
@@ -623,6 +662,7 @@ __all__ = [
     "INDEX_NAME",
     "INDEX_VERSION",
     "MOTION_WORDS",
+    "NO_EVENT_ANSWER",
     "QUESTION_TYPES",
     "SHAPES",
     "SPLITS",

@@ -134,6 +134,46 @@ class RecipeSettings:
         return {**dataclasses.asdict(self), "question_types": list(self.question_types)}
 
 
+def build_tokenizers(words: list[str]):
+    """A Vicuna-like word-level tokenizer for the language model and a BERT-like WordPiece one (uncased), both
+    knowing `words` (lowercase; the LM tokenizer also knows them capitalised)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    punctuation = list("?.,:!<>\n")
+    # Cased, like Vicuna's tokenizer: the chat template's `USER` / `ASSISTANT` are tokens of their own, and questions
+    # may start with a capital. `dict.fromkeys` keeps the ids contiguous (a repeated word would leave a gap).
+    llm_tokens = ["<unk>", "<s>", "</s>", "<pad>", *punctuation, *words, *(word.capitalize() for word in words)]
+    llm_tokens += ["USER", "ASSISTANT", "video", "image"]
+    llm_vocab = {token: index for index, token in enumerate(dict.fromkeys(llm_tokens))}
+    llm = Tokenizer(models.WordLevel(llm_vocab, unk_token="<unk>"))
+    llm.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    llm.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    llm.decoder = decoders.WordPiece(prefix="##")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=llm, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
+    )
+
+    bert_tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *punctuation[:-1], *words]
+    bert_vocab = {token: index for index, token in enumerate(dict.fromkeys(bert_tokens))}
+    bert = Tokenizer(models.WordPiece(bert_vocab, unk_token="[UNK]"))
+    bert.normalizer = normalizers.BertNormalizer(lowercase=True)
+    bert.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    bert.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    bert.decoder = decoders.WordPiece()
+    bert_tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bert,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
+    return tokenizer, bert_tokenizer
+
+
 def tiny_config(llm_vocab_size: int, bert_vocab_size: int, bos: int, eos: int, pad: int, image_size: int = 64):
     """The tiny VideoTGB's `VideoTGBConfig`: width 64 everywhere, 8-pixel patches on 64-pixel frames, 4 query
     tokens per keyframe concatenated in time order, a 4-layer bridge (2 with cross-attention) reading 32-pixel DIS
@@ -175,7 +215,6 @@ def init_tiny_model(out: str | os.PathLike, seed: int = 0, image_size: int = 64)
     import torch
     from transformers import BlipImageProcessor
 
-    from ..demo import build_tokenizers
     from ..modeling_videotgb import VideoTGBForConditionalGeneration
     from ..processing_videotgb import VideoTGBProcessor
 
@@ -323,6 +362,7 @@ def run_recipe(settings: RecipeSettings, out: str | os.PathLike, overwrite: bool
     copy_checkpoint(folder / "runs" / "grounding", model)
     recipe = {
         "recipe_version": RECIPE_VERSION,
+        "description": f"tiny VideoTGB trained on synthetic videos by `videotgb synthetic train --seed {settings.seed}`",
         "settings": settings.to_dict(),
         "commands": [shlex.join(_display(command)) for _, command in commands if command],
         "seconds": timings,
@@ -347,6 +387,7 @@ def _display(command: list[str]) -> list[str]:
 
 __all__ = [
     "MODEL_FILES",
+    "build_tokenizers",
     "RECIPE_NAME",
     "RecipeSettings",
     "copy_checkpoint",

@@ -11,6 +11,7 @@ from .stages import (
     get_stage,
     grounding_loss,
     trainable_parameter_names,
+    with_extra_modules,
 )
 
 __all__ = [
@@ -24,4 +25,5 @@ __all__ = [
     "grounding_loss",
     "resolve_deepspeed_config",
     "trainable_parameter_names",
+    "with_extra_modules",
 ]
