@@ -594,6 +594,7 @@ See docs/synthetic.md.
 def _add_synthetic_commands(commands) -> None:
     from .data import DEFAULT_SHARD_SIZE, OUTPUT_FORMATS
     from .synthetic import QUESTION_TYPES, SyntheticConfig
+    from .synthetic.evaluate import add_eval_parser
 
     defaults = SyntheticConfig()
     synthetic = commands.add_parser("synthetic", help="the synthetic long-video grounding benchmark")
@@ -662,6 +663,7 @@ def _add_synthetic_commands(commands) -> None:
     )
     generate.add_argument("--no-progress", action="store_true", help="no progress bars")
     generate.set_defaults(run=_synthetic_generate_command)
+    add_eval_parser(synthetic_commands)
 
 
 DTYPES = ["auto", "float32", "bfloat16", "float16"]
