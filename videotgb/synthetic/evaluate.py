@@ -18,6 +18,7 @@ Not remote code: the model, processor and video files never import this module.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -28,13 +29,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers.utils import logging
+from tqdm.auto import tqdm
 
 from ..keyframes import bin_midpoints, draw_spans, reduce_to_k
 from ..pseudo_spans import words
 from .generator import SPLITS, load_index, samples
-
-logger = logging.get_logger(__name__)
 
 MODES = ("uniform", "dense", "bridge", "oracle")
 """Every mode, in the order of the report (cheapest first; ``oracle`` is the upper bound of K keyframes)."""
@@ -291,24 +290,22 @@ def evaluate(
     processor, model, dense_model = _load_models(str(model_path), modes, max_flow_steps, device)
     load_seconds = time.perf_counter() - started
     instances = {mode: dense_model if mode == "dense" else model for mode in modes}
-    state = _Accumulator(modes, model.config.num_keyframes)
-    predictions = None
-    if predictions_path is not None:
-        Path(predictions_path).parent.mkdir(parents=True, exist_ok=True)
-        predictions = open(predictions_path, "w", encoding="utf-8")  # noqa: SIM115 (closed below)
-    try:
-        from tqdm.auto import tqdm
-
-        batches = range(0, len(chosen), batch_size)
-        for first in tqdm(batches, desc="synthetic eval", unit="batch", disable=not progress):
+    state = _Accumulator(modes)
+    with (
+        contextlib.ExitStack() as stack,
+        tqdm(total=len(chosen), desc="synthetic eval", unit="video", disable=not progress) as bar,
+    ):
+        predictions = None
+        if predictions_path is not None:
+            Path(predictions_path).parent.mkdir(parents=True, exist_ok=True)
+            predictions = stack.enter_context(open(predictions_path, "w", encoding="utf-8"))
+        for first in range(0, len(chosen), batch_size):
             batch_samples = chosen[first : first + batch_size]
             for line in _answer_batch(batch_samples, data, processor, model, instances, state):
                 if predictions is not None:
                     predictions.write(json.dumps(line) + "\n")
                     predictions.flush()
-    finally:
-        if predictions is not None:
-            predictions.close()
+            bar.update(len(batch_samples))
     bridge_limit = model.config.bridge_config.max_flow_steps
     settings = {
         "model": str(model_path),
@@ -339,8 +336,7 @@ def evaluate(
 class _Accumulator:
     """What `evaluate` counts while it answers: per mode and per sample."""
 
-    def __init__(self, modes: tuple[str, ...], num_keyframes: int):
-        self.num_keyframes = num_keyframes
+    def __init__(self, modes: tuple[str, ...]):
         self.correct: dict[str, list[tuple[str, bool]]] = {mode: [] for mode in modes}
         self.vit_frames: dict[str, list[int]] = {mode: [] for mode in modes}
         self.inside: dict[str, list[float]] = {mode: [] for mode in modes}
