@@ -8,6 +8,7 @@ videotgb data flow --shards SHARDS_DIR --model CHECKPOINT --output FLOW_DIR
 videotgb data pseudo-spans --shards SHARDS_DIR --model CHECKPOINT --output SPANS_DIR
 videotgb synthetic generate --out DIR --seed 0 --num-videos 100 --frames 256 [--shards]
 videotgb synthetic train --out DIR --seed 0
+videotgb synthetic eval --model CHECKPOINT --data DIR [--split test] [--output results.json]
 
 Errors that come from the inputs (a missing file, a folder that is not a VideoTGB checkpoint, an undecodable video,
 a device this machine lacks) are printed as one line and exit with status 2.
@@ -644,6 +645,7 @@ See docs/synthetic.md.
 def _add_synthetic_commands(commands) -> None:
     from .data import DEFAULT_SHARD_SIZE, OUTPUT_FORMATS
     from .synthetic import QUESTION_TYPES, SyntheticConfig
+    from .synthetic.evaluate import add_eval_parser
 
     defaults = SyntheticConfig()
     synthetic = commands.add_parser("synthetic", help="the synthetic long-video grounding benchmark")
@@ -714,6 +716,7 @@ def _add_synthetic_commands(commands) -> None:
     generate.add_argument("--no-progress", action="store_true", help="no progress bars")
     generate.set_defaults(run=_synthetic_generate_command)
     _add_synthetic_train_command(synthetic_commands)
+    add_eval_parser(synthetic_commands)
 
 
 DTYPES = ["auto", "float32", "bfloat16", "float16"]
