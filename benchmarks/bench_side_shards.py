@@ -5,12 +5,12 @@ does; the flow is then stored both ways in a one-row Parquet side shard (zstd, a
 uint8 copy is read back against the float32 flow. Reported: flow steps, decode and flow milliseconds, raw and
 compressed bytes of each dtype, and the largest uint8 error next to its bound (half the per-video scale).
 
-The processor comes from a checkpoint folder (`videotgb demo` writes one); its frame and flow settings can be
+The processor comes from a checkpoint folder (`videotgb/default_model`, the shipped one); its frame and flow settings can be
 overridden to those of VideoTGB-7B, the defaults here. Run from the repository root with the package installed (or
 ``PYTHONPATH=.``):
 
-    python benchmarks/bench_side_shards.py --model outputs/demo/checkpoint video1.mp4 video2.mkv
-    python benchmarks/bench_side_shards.py --model outputs/demo/checkpoint --flow-size 112 --max-flow-steps 32 v.mp4
+    python benchmarks/bench_side_shards.py --model videotgb/default_model video1.mp4 video2.mkv
+    python benchmarks/bench_side_shards.py --model videotgb/default_model --flow-size 112 --max-flow-steps 32 v.mp4
 """
 
 from __future__ import annotations

@@ -269,3 +269,9 @@ def test_eval_help_documents_every_flag():
     flags += ["--predictions", "--plot", "--device", "--overwrite", "--no-progress"]
     for word in itertools.chain(flags, MODES, ["--max-flow-steps 510", "docs/synthetic.md"]):
         assert word in text
+
+
+def test_a_split_of_videos_without_events_is_refused(tiny_model, tmp_path):
+    generate(SyntheticConfig(num_videos={"test": 2}, num_frames=16, event_frames=8, events_per_video=0), tmp_path)
+    with pytest.raises(EvaluationError, match="test:000000 has no event"):
+        evaluate(tiny_model, tmp_path, split="test")

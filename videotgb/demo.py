@@ -122,9 +122,7 @@ def run_demo(model, processor, video, question: str, max_new_tokens: int = 8) ->
     clip = video if hasattr(video, "candidate_frames") else processor.load_video(video)
     batch = processor([question], videos=[clip]).to(model.device)
     with torch.inference_mode():
-        output = model.generate(
-            **batch, return_dict_in_generate=True, max_new_tokens=max_new_tokens, do_sample=False
-        )
+        output = model.generate(**batch, return_dict_in_generate=True, max_new_tokens=max_new_tokens, do_sample=False)
         bridge = model.run_bridge(
             batch["flow"], batch["flow_mask"], batch["bridge_input_ids"], batch["bridge_attention_mask"], 1
         )
@@ -195,7 +193,9 @@ def format_result(result: DemoResult) -> str:
     line = f"keyframes: {stamps} (candidates {result.keyframe_indices})"
     if result.true_span_s is not None:
         start, end = result.true_span_s
-        line += f"; true event {start:.2f}s-{end:.2f}s: {result.keyframes_inside} of {len(result.keyframe_indices)} inside"
+        line += (
+            f"; true event {start:.2f}s-{end:.2f}s: {result.keyframes_inside} of {len(result.keyframe_indices)} inside"
+        )
     lines.append(line)
     return "\n".join(lines)
 

@@ -282,6 +282,11 @@ def evaluate(
     data = Path(data)
     chosen = samples(load_index(data), split)[:limit]
     for sample in chosen:
+        if sample.get("start_frame") is None:
+            raise EvaluationError(
+                f"{data} --split {split}: sample {sample['id']} has no event (made with --events-per-video 0), so "
+                "there is no span to ground or keyframes to choose; evaluate on videos with events"
+            )
         if not (data / sample["file"]).is_file():
             raise FileNotFoundError(f"{data / sample['file']}: no such video file (sample {sample['id']} of {data})")
     check_new_file(predictions_path, "--predictions", overwrite)

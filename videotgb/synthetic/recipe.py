@@ -4,7 +4,8 @@ One command makes, from nothing but a seed, a VideoTGB small enough to ship insi
 synthetic benchmark, by running the package's own commands in order (each printed before it runs, so anyone can run
 them by hand):
 
-1. ``videotgb synthetic generate`` twice: short **clips** that hold one event each (every frame is inside the event),
+1. ``videotgb synthetic generate`` three times: short **clips** that hold one event each (every frame is inside the
+   event), short clips without any event (the answer is "none"),
    and **long** videos with several events, one of which the question asks about.
 2. :func:`init_tiny_model` writes the untrained model: a VideoTGB at a tiny size (ViT, Q-Former, LLaMA-style LM and
    bridge of width 64), with word-level tokenizers built offline with the `tokenizers` library.
@@ -39,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .generator import COLOURS, DIRECTIONS, QUESTION_TYPES, SHAPES, SyntheticConfigError
+from .generator import COLOURS, DIRECTIONS, NO_EVENT_ANSWER, QUESTION_TYPES, SHAPES, SyntheticConfigError
 
 RECIPE_NAME = "recipe.json"
 RECIPE_VERSION = 1
@@ -71,7 +72,7 @@ GENERIC_WORDS = (
 def vocabulary() -> list[str]:
     """The words the tiny model's tokenizers know: question words, every colour, shape and direction, and a few
     hundred common words (anything else becomes the unknown token)."""
-    return list(dict.fromkeys([*GENERIC_WORDS, *COLOURS, *SHAPES, *DIRECTIONS]))
+    return list(dict.fromkeys([*GENERIC_WORDS, *COLOURS, *SHAPES, *DIRECTIONS, NO_EVENT_ANSWER]))
 
 
 @dataclass(frozen=True)
@@ -82,18 +83,20 @@ class RecipeSettings:
     """
 
     seed: int = 0
-    clip_videos: int = 3000
-    long_videos: int = 600
+    clip_videos: int = 2000
+    empty_clip_videos: int = 700
+    clip_frames: int = 24
+    long_videos: int = 800
     frames: int = 256
     event_frames: int = 16
     events_per_video: int = 3
     fps: int = 8
     size: int = 64
-    question_types: tuple[str, ...] = ("colour", "shape")
+    question_types: tuple[str, ...] = ("colour",)
     answerer_steps: int = 600
     answerer_batch_size: int = 16
     answerer_learning_rate: float = 2e-3
-    grounding_steps: int = 600
+    grounding_steps: int = 2000
     grounding_batch_size: int = 16
     grounding_learning_rate: float = 1e-3
     workers: int = 1
@@ -102,6 +105,8 @@ class RecipeSettings:
         object.__setattr__(self, "question_types", tuple(self.question_types))
         for flag, value in (
             ("--clip-videos", self.clip_videos),
+            ("--empty-clip-videos", self.empty_clip_videos),
+            ("--clip-frames", self.clip_frames),
             ("--long-videos", self.long_videos),
             ("--frames", self.frames),
             ("--event-frames", self.event_frames),
@@ -115,6 +120,11 @@ class RecipeSettings:
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise SyntheticConfigError(f"{flag} {value!r}: must be a positive integer")
+        if self.clip_frames < self.event_frames:
+            raise SyntheticConfigError(
+                f"--clip-frames {self.clip_frames}: shorter than --event-frames {self.event_frames}; a clip holds a "
+                "whole event"
+            )
         if not isinstance(self.seed, int) or self.seed < 0:
             raise SyntheticConfigError(f"--seed {self.seed!r}: must be an integer >= 0")
         if not isinstance(self.workers, int) or self.workers < 0:
@@ -268,8 +278,16 @@ def recipe_commands(settings: RecipeSettings, out: Path) -> list[tuple[str, list
             "clips",
             _videotgb(
                 "synthetic", "generate", "--out", str(data / "clips"), "--seed", str(s.seed + 1),
-                "--train-videos", str(s.clip_videos), *no_eval_splits, "--frames", str(s.event_frames),
-                "--event-frames", str(s.event_frames), "--events-per-video", "1", "--gap-frames", "0", *common,
+                "--train-videos", str(s.clip_videos), *no_eval_splits, "--frames", str(s.clip_frames),
+                "--event-frames", str(s.event_frames), "--events-per-video", "1", *common,
+            ),
+        ),
+        (
+            "empty clips",
+            _videotgb(
+                "synthetic", "generate", "--out", str(data / "empty"), "--seed", str(s.seed + 2),
+                "--train-videos", str(s.empty_clip_videos), *no_eval_splits, "--frames", str(s.clip_frames),
+                "--event-frames", str(s.event_frames), "--events-per-video", "0", *common,
             ),
         ),
         (
@@ -285,7 +303,9 @@ def recipe_commands(settings: RecipeSettings, out: Path) -> list[tuple[str, list
             "answerer",
             _train(
                 "--stage", "instruct", "--also_train", "vision_model", "language_model", "--model", str(runs / "init"),
-                "--train_files", str(data / "clips" / "shards" / "train"), "--output_dir", str(runs / "answerer"),
+                "--train_files", str(data / "clips" / "shards" / "train"), str(data / "empty" / "shards" / "train"),
+                "--source_probabilities", *_mix(s.clip_videos, s.empty_clip_videos),
+                "--source_stopping_strategy", "all_exhausted", "--output_dir", str(runs / "answerer"),
                 "--max_steps", str(s.answerer_steps), "--per_device_train_batch_size", str(s.answerer_batch_size),
                 "--learning_rate", str(s.answerer_learning_rate), *training,
             ),
@@ -315,6 +335,12 @@ def recipe_commands(settings: RecipeSettings, out: Path) -> list[tuple[str, list
             ),
         ),
     ]  # fmt: skip
+
+
+def _mix(*counts: int) -> list[str]:
+    """Source probabilities proportional to the sources' sizes, as strings for the command line."""
+    total = sum(counts)
+    return [f"{count / total:.4f}" for count in counts]
 
 
 def copy_checkpoint(source: Path, destination: Path) -> None:
@@ -364,6 +390,7 @@ def run_recipe(settings: RecipeSettings, out: str | os.PathLike, overwrite: bool
         "recipe_version": RECIPE_VERSION,
         "description": f"tiny VideoTGB trained on synthetic videos by `videotgb synthetic train --seed {settings.seed}`",
         "settings": settings.to_dict(),
+        "out": str(folder),
         "commands": [shlex.join(_display(command)) for _, command in commands if command],
         "seconds": timings,
         "train_results": {
