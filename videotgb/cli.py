@@ -255,7 +255,7 @@ def _demo_command(arguments: argparse.Namespace) -> int:
     model = load_model(model_path, arguments.dtype, device, arguments.revision, num_keyframes=arguments.keyframes)
     processor.check_model_config(model.config)
     described = f" ({recipe['description']})" if recipe and recipe.get("description") else ""
-    print(f"model: {model_path}{described}")
+    print(f"model: {arguments.model or 'videotgb/default_model'}{described}")
     result = run_demo(model, processor, clip, question)
     result.video, result.gold, result.true_span_s = str(video), gold, true_span
     print(format_result(result))

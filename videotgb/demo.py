@@ -130,7 +130,7 @@ def run_demo(model, processor, video, question: str, max_new_tokens: int = 8) ->
     probability = span_probability(bridge.start_logits[0, :steps], bridge.end_logits[0, :steps])
     indices = output.keyframe_indices[0].tolist()
     metadata = clip.metadata
-    duration = metadata.duration if metadata is not None and metadata.duration else float(clip.flow_timestamps[-1])
+    duration = metadata.duration_s if metadata is not None and metadata.duration_s else float(clip.flow_timestamps[-1])
     return DemoResult(
         video=str(video) if not hasattr(video, "candidate_frames") else "<clip>",
         question=question,

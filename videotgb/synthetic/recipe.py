@@ -85,7 +85,7 @@ class RecipeSettings:
     seed: int = 0
     clip_videos: int = 2000
     empty_clip_videos: int = 700
-    clip_frames: int = 24
+    clip_frames: int = 16
     long_videos: int = 800
     frames: int = 256
     event_frames: int = 16
