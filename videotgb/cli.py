@@ -723,6 +723,7 @@ DTYPES = ["auto", "float32", "bfloat16", "float16"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .convert_original import add_convert_parser
     from .optical_flow import ESTIMATORS, FlowConfig
 
     parser = argparse.ArgumentParser(
@@ -789,6 +790,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_data_commands(commands)
     _add_synthetic_commands(commands)
+    add_convert_parser(commands)
     return parser
 
 

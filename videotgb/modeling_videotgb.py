@@ -332,6 +332,39 @@ def load_safetensors_state_dict(name_or_path: str, **hub_kwargs) -> dict[str, to
     return state_dict
 
 
+def config_from_vlm(vlm_config, bridge_config: dict, source: str, **config_fields) -> VideoTGBConfig:
+    """A `VideoTGBConfig` with the vision tower, Q-Former, query tokens and language model of a BLIP-2 /
+    InstructBLIP config (`vlm_config`, read from `source`), the bridge config `bridge_config` (a dict of
+    `VideoTGBBridgeConfig` fields) and other `VideoTGBConfig` fields.
+
+    Raises ValueError when `vlm_config` is not a BLIP-2 / InstructBLIP config.
+    """
+    if not all(hasattr(vlm_config, name) for name in ("vision_config", "qformer_config", "text_config")):
+        raise ValueError(
+            f"{source} is a {vlm_config.model_type!r} checkpoint, not BLIP-2 / InstructBLIP "
+            "(vision_config, qformer_config and text_config are needed)"
+        )
+
+    def sub_config(config) -> dict:
+        fields = config.to_dict()
+        fields.pop("transformers_version", None)
+        fields.pop("architectures", None)
+        return fields
+
+    vision_fields, qformer_fields = sub_config(vlm_config.vision_config), sub_config(vlm_config.qformer_config)
+    vision_fields.pop("model_type", None)
+    qformer_fields.pop("model_type", None)
+    return VideoTGBConfig(
+        vision_config=vision_fields,
+        qformer_config=qformer_fields,
+        text_config=sub_config(vlm_config.text_config),
+        bridge_config=bridge_config,
+        num_query_tokens=vlm_config.num_query_tokens,
+        qformer_text_input=vlm_config.model_type in ("instructblip", "instructblipvideo"),
+        **config_fields,
+    )
+
+
 class WrongModelTypeError(ValueError):
     """A checkpoint's `config.json` names a `model_type` that the class asked to load it cannot build."""
 
@@ -1629,11 +1662,6 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
         """
         hub_kwargs = dict(hub_kwargs or {})
         vlm_config = AutoConfig.from_pretrained(vlm_name_or_path, **hub_kwargs)
-        if not all(hasattr(vlm_config, name) for name in ("vision_config", "qformer_config", "text_config")):
-            raise ValueError(
-                f"{vlm_name_or_path} is a {vlm_config.model_type!r} checkpoint, not BLIP-2 / InstructBLIP "
-                "(vision_config, qformer_config and text_config are needed)"
-            )
         bert_config = AutoConfig.from_pretrained(bert_name_or_path, **hub_kwargs)
         bridge_fields = {
             name: getattr(bert_config, name)
@@ -1660,25 +1688,7 @@ class VideoTGBForConditionalGeneration(VideoTGBPreTrainedModel, GenerationMixin)
         config_fields = {
             key: config_and_loading_kwargs.pop(key) for key in list(config_and_loading_kwargs) if key in own_fields
         }
-
-        def sub_config(config) -> dict:
-            fields = config.to_dict()
-            fields.pop("transformers_version", None)
-            fields.pop("architectures", None)
-            return fields
-
-        vision_fields, qformer_fields = sub_config(vlm_config.vision_config), sub_config(vlm_config.qformer_config)
-        vision_fields.pop("model_type", None)
-        qformer_fields.pop("model_type", None)
-        config = VideoTGBConfig(
-            vision_config=vision_fields,
-            qformer_config=qformer_fields,
-            text_config=sub_config(vlm_config.text_config),
-            bridge_config=bridge_fields,
-            num_query_tokens=vlm_config.num_query_tokens,
-            qformer_text_input=vlm_config.model_type in ("instructblip", "instructblipvideo"),
-            **config_fields,
-        )
+        config = config_from_vlm(vlm_config, bridge_fields, vlm_name_or_path, **config_fields)
         # transformers would report every bridge weight as missing, even those copied from BERT below
         with held_back_load_report():
             model, loading_info = cls.from_pretrained(
@@ -1726,5 +1736,6 @@ __all__ = [
     "VideoTGBOutput",
     "VideoTGBPreTrainedModel",
     "WrongModelTypeError",
+    "config_from_vlm",
     "merge_visual_prefix",
 ]

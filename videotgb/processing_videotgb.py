@@ -116,6 +116,9 @@ class VideoTGBProcessor(ProcessorMixin):
         self.num_candidate_frames = num_candidate_frames
         self.max_flow_steps = max_flow_steps
         self.flow_config = FlowConfig.from_dict(flow_config or {}).to_dict()
+        # relative `flow_config["raft_weights"]` -> its file in the folder (or Hub repo) the processor was loaded
+        # from, set by `from_pretrained`; not saved, so that the saved config keeps the relative path
+        self._resolved_raft_weights: dict[str, str] = {}
         self.seq2seq = seq2seq
         self.max_question_tokens = max_question_tokens
         self.max_video_duration_s = max_video_duration_s
@@ -340,11 +343,29 @@ class VideoTGBProcessor(ProcessorMixin):
             frame_mask[row, : len(frames)] = 1
         return {"pixel_values": pixel_values, "frame_mask": frame_mask}
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs) -> VideoTGBProcessor:
+        """`ProcessorMixin.from_pretrained`, then a relative `flow_config["raft_weights"]` (RAFT weights stored in the
+        checkpoint, as the converted original release has them) is found in the folder, or in the Hub repo, that the
+        processor was loaded from. The saved config keeps the relative path."""
+        processor = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        weights = processor.flow_config.get("raft_weights")
+        if weights is not None and not os.path.isabs(weights):
+            processor._resolved_raft_weights[weights] = _checkpoint_file(
+                pretrained_model_name_or_path, weights, kwargs
+            )
+        return processor
+
+    def flow_settings(self) -> FlowConfig:
+        """`flow_config` as a `FlowConfig`, with RAFT weights stored in the checkpoint resolved to their file."""
+        config = FlowConfig.from_dict(self.flow_config)
+        config.raft_weights = self._resolved_raft_weights.get(config.raft_weights, config.raft_weights)
+        return config
+
     def video_flow(self, clip: VideoClip) -> torch.FloatTensor:
         """The `(L, 2, S, S)` optical flow of a clip's `L` flow steps, computed with `flow_config`: what the bridge
         reads for this video (`__call__` and `videotgb data flow` both call this)."""
-        config = FlowConfig.from_dict(self.flow_config)
-        return compute_flow(clip.flow_frames, config, next_frames=clip.flow_next_frames)
+        return compute_flow(clip.flow_frames, self.flow_settings(), next_frames=clip.flow_next_frames)
 
     def _checked_flow(self, flow: Any, clip: VideoClip | None, row: int) -> torch.FloatTensor:
         """A precomputed flow as a float tensor, after checking it has the shape this processor would compute."""
@@ -538,6 +559,20 @@ def _per_sample(values: Any, batch_size: int, single: bool, name: str) -> list[A
     if not isinstance(values, (list, tuple)) or len(values) != batch_size:
         raise ValueError(f"{name} must be a list with one entry (or None) per question ({batch_size})")
     return list(values)
+
+
+def _checkpoint_file(name_or_path: str | os.PathLike, filename: str, hub_kwargs: dict) -> str:
+    """Path of `filename` inside a checkpoint folder, or of its cached download from a Hub repo; OSError naming both
+    when it is missing."""
+    if os.path.isdir(name_or_path):
+        path = os.path.join(name_or_path, hub_kwargs.get("subfolder") or "", filename)
+        if not os.path.isfile(path):
+            raise OSError(f"{name_or_path}: flow_config.raft_weights names {filename}, which is not in the folder")
+        return path
+    from transformers.utils import cached_file
+
+    wanted = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
+    return cached_file(str(name_or_path), filename, **{key: hub_kwargs[key] for key in wanted if key in hub_kwargs})
 
 
 def _pad(rows: list[list[int]], value: int, side: str) -> torch.Tensor:
