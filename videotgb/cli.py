@@ -2,6 +2,7 @@
 
 videotgb answer --model PATH_OR_HUB_ID --video FILE --question "What happens after the goal?"
 videotgb init --vlm BLIP2_OR_INSTRUCTBLIP --bert BERT --output DIR
+videotgb convert-original --checkpoint RELEASE.ckpt --out DIR [--lora merge|keep] [--trust-pickle]
 videotgb demo [--model PATH_OR_HUB_ID --video FILE --question TEXT] [--output DIR]
 videotgb data build --source FORMAT=ANNOTATIONS.json --media-root DIR --output SHARDS_DIR
 videotgb data flow --shards SHARDS_DIR --model CHECKPOINT --output FLOW_DIR

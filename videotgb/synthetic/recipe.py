@@ -4,8 +4,8 @@ One command makes, from nothing but a seed, a VideoTGB small enough to ship insi
 synthetic benchmark, by running the package's own commands in order (each printed before it runs, so anyone can run
 them by hand):
 
-1. ``videotgb synthetic generate`` three times: short **clips** that hold one event each (every frame is inside the
-   event), short clips without any event (the answer is "none"),
+1. ``videotgb synthetic generate`` four times: short **clips** that are one event (every frame shows it), slightly
+   longer clips that hold one event and frames without it, short clips without any event (the answer is "none"),
    and **long** videos with several events, one of which the question asks about.
 2. :func:`init_tiny_model` writes the untrained model: a VideoTGB at a tiny size (ViT, Q-Former, LLaMA-style LM and
    bridge of width 64), with word-level tokenizers built offline with the `tokenizers` library.
@@ -84,8 +84,9 @@ class RecipeSettings:
 
     seed: int = 0
     clip_videos: int = 2000
+    partial_clip_videos: int = 1000
+    partial_clip_frames: int = 24
     empty_clip_videos: int = 700
-    clip_frames: int = 16
     long_videos: int = 800
     frames: int = 256
     event_frames: int = 16
@@ -93,7 +94,7 @@ class RecipeSettings:
     fps: int = 8
     size: int = 64
     question_types: tuple[str, ...] = ("colour",)
-    answerer_steps: int = 600
+    answerer_steps: int = 900
     answerer_batch_size: int = 16
     answerer_learning_rate: float = 2e-3
     grounding_steps: int = 2000
@@ -105,8 +106,9 @@ class RecipeSettings:
         object.__setattr__(self, "question_types", tuple(self.question_types))
         for flag, value in (
             ("--clip-videos", self.clip_videos),
+            ("--partial-clip-videos", self.partial_clip_videos),
+            ("--partial-clip-frames", self.partial_clip_frames),
             ("--empty-clip-videos", self.empty_clip_videos),
-            ("--clip-frames", self.clip_frames),
             ("--long-videos", self.long_videos),
             ("--frames", self.frames),
             ("--event-frames", self.event_frames),
@@ -120,10 +122,10 @@ class RecipeSettings:
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise SyntheticConfigError(f"{flag} {value!r}: must be a positive integer")
-        if self.clip_frames < self.event_frames:
+        if self.partial_clip_frames <= self.event_frames:
             raise SyntheticConfigError(
-                f"--clip-frames {self.clip_frames}: shorter than --event-frames {self.event_frames}; a clip holds a "
-                "whole event"
+                f"--partial-clip-frames {self.partial_clip_frames}: must be longer than --event-frames "
+                f"{self.event_frames} (a partial clip holds a whole event and frames without it)"
             )
         if not isinstance(self.seed, int) or self.seed < 0:
             raise SyntheticConfigError(f"--seed {self.seed!r}: must be an integer >= 0")
@@ -278,7 +280,15 @@ def recipe_commands(settings: RecipeSettings, out: Path) -> list[tuple[str, list
             "clips",
             _videotgb(
                 "synthetic", "generate", "--out", str(data / "clips"), "--seed", str(s.seed + 1),
-                "--train-videos", str(s.clip_videos), *no_eval_splits, "--frames", str(s.clip_frames),
+                "--train-videos", str(s.clip_videos), *no_eval_splits, "--frames", str(s.event_frames),
+                "--event-frames", str(s.event_frames), "--events-per-video", "1", *common,
+            ),
+        ),
+        (
+            "partial clips",
+            _videotgb(
+                "synthetic", "generate", "--out", str(data / "partial"), "--seed", str(s.seed + 3),
+                "--train-videos", str(s.partial_clip_videos), *no_eval_splits, "--frames", str(s.partial_clip_frames),
                 "--event-frames", str(s.event_frames), "--events-per-video", "1", *common,
             ),
         ),
@@ -286,7 +296,7 @@ def recipe_commands(settings: RecipeSettings, out: Path) -> list[tuple[str, list
             "empty clips",
             _videotgb(
                 "synthetic", "generate", "--out", str(data / "empty"), "--seed", str(s.seed + 2),
-                "--train-videos", str(s.empty_clip_videos), *no_eval_splits, "--frames", str(s.clip_frames),
+                "--train-videos", str(s.empty_clip_videos), *no_eval_splits, "--frames", str(s.event_frames),
                 "--event-frames", str(s.event_frames), "--events-per-video", "0", *common,
             ),
         ),
@@ -303,8 +313,9 @@ def recipe_commands(settings: RecipeSettings, out: Path) -> list[tuple[str, list
             "answerer",
             _train(
                 "--stage", "instruct", "--also_train", "vision_model", "language_model", "--model", str(runs / "init"),
-                "--train_files", str(data / "clips" / "shards" / "train"), str(data / "empty" / "shards" / "train"),
-                "--source_probabilities", *_mix(s.clip_videos, s.empty_clip_videos),
+                "--train_files", str(data / "clips" / "shards" / "train"), str(data / "partial" / "shards" / "train"),
+                str(data / "empty" / "shards" / "train"),
+                "--source_probabilities", *_mix(s.clip_videos, s.partial_clip_videos, s.empty_clip_videos),
                 "--source_stopping_strategy", "all_exhausted", "--output_dir", str(runs / "answerer"),
                 "--max_steps", str(s.answerer_steps), "--per_device_train_batch_size", str(s.answerer_batch_size),
                 "--learning_rate", str(s.answerer_learning_rate), *training,
