@@ -321,6 +321,21 @@ def make_scene(config: SyntheticConfig, split: str, number: int) -> Scene:
     )
     question_type = config.question_types[int(rng.integers(len(config.question_types)))]
     question, answer = question_and_answer(question_type, events[asked])
+    return _scene(config, split, number, int(rng.integers(2**63)), events, asked, question_type, question, answer)
+
+
+def _scene(
+    config: SyntheticConfig,
+    split: str,
+    number: int,
+    texture_seed: int,
+    events: tuple[Event, ...],
+    asked: int,
+    question_type: str,
+    question: str,
+    answer: str,
+) -> Scene:
+    """The `Scene` of video `number` of `split` drawn with `config`."""
     return Scene(
         id=f"{split}:{number:06d}",
         split=split,
@@ -330,7 +345,7 @@ def make_scene(config: SyntheticConfig, split: str, number: int) -> Scene:
         size=config.size,
         shape_size=config.shape_size,
         noise=float(config.noise),
-        texture_seed=int(rng.integers(2**63)),
+        texture_seed=texture_seed,
         events=events,
         asked=asked,
         question_type=question_type,
@@ -348,22 +363,7 @@ def _scene_without_events(rng: np.random.Generator, config: SyntheticConfig, spl
     absent = Event(colour, SHAPES[int(rng.integers(len(SHAPES)))], direction, 0, 0, (0, 0), (0, 0))
     question_type = config.question_types[int(rng.integers(len(config.question_types)))]
     question, _ = question_and_answer(question_type, absent)
-    return Scene(
-        id=f"{split}:{number:06d}",
-        split=split,
-        number=number,
-        num_frames=config.num_frames,
-        fps=config.fps,
-        size=config.size,
-        shape_size=config.shape_size,
-        noise=float(config.noise),
-        texture_seed=int(rng.integers(2**63)),
-        events=(),
-        asked=-1,
-        question_type=question_type,
-        question=question,
-        answer=NO_EVENT_ANSWER,
-    )
+    return _scene(config, split, number, int(rng.integers(2**63)), (), -1, question_type, question, NO_EVENT_ANSWER)
 
 
 def _event_starts(rng: np.random.Generator, config: SyntheticConfig) -> list[int]:

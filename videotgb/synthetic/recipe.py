@@ -275,39 +275,19 @@ def recipe_commands(settings: RecipeSettings, out: Path) -> list[tuple[str, list
         "--seed", str(s.seed), "--save_strategy", "no", "--logging_steps", "25", "--dataloader_num_workers",
         str(s.workers), "--disable_tqdm", "true", "--lr_scheduler_type", "cosine", "--weight_decay", "0.0",
     ]  # fmt: skip
+
+    def generate_step(folder: str, seed: int, videos: int, frames: int, events: int) -> list[str]:
+        return _videotgb(
+            "synthetic", "generate", "--out", str(data / folder), "--seed", str(seed), "--train-videos", str(videos),
+            *no_eval_splits, "--frames", str(frames), "--event-frames", str(s.event_frames), "--events-per-video",
+            str(events), *common,
+        )  # fmt: skip
+
     return [
-        (
-            "clips",
-            _videotgb(
-                "synthetic", "generate", "--out", str(data / "clips"), "--seed", str(s.seed + 1),
-                "--train-videos", str(s.clip_videos), *no_eval_splits, "--frames", str(s.event_frames),
-                "--event-frames", str(s.event_frames), "--events-per-video", "1", *common,
-            ),
-        ),
-        (
-            "partial clips",
-            _videotgb(
-                "synthetic", "generate", "--out", str(data / "partial"), "--seed", str(s.seed + 3),
-                "--train-videos", str(s.partial_clip_videos), *no_eval_splits, "--frames", str(s.partial_clip_frames),
-                "--event-frames", str(s.event_frames), "--events-per-video", "1", *common,
-            ),
-        ),
-        (
-            "empty clips",
-            _videotgb(
-                "synthetic", "generate", "--out", str(data / "empty"), "--seed", str(s.seed + 2),
-                "--train-videos", str(s.empty_clip_videos), *no_eval_splits, "--frames", str(s.event_frames),
-                "--event-frames", str(s.event_frames), "--events-per-video", "0", *common,
-            ),
-        ),
-        (
-            "long videos",
-            _videotgb(
-                "synthetic", "generate", "--out", str(data / "long"), "--seed", str(s.seed),
-                "--train-videos", str(s.long_videos), *no_eval_splits, "--frames", str(s.frames),
-                "--event-frames", str(s.event_frames), "--events-per-video", str(s.events_per_video), *common,
-            ),
-        ),
+        ("clips", generate_step("clips", s.seed + 1, s.clip_videos, s.event_frames, 1)),
+        ("partial clips", generate_step("partial", s.seed + 3, s.partial_clip_videos, s.partial_clip_frames, 1)),
+        ("empty clips", generate_step("empty", s.seed + 2, s.empty_clip_videos, s.event_frames, 0)),
+        ("long videos", generate_step("long", s.seed, s.long_videos, s.frames, s.events_per_video)),
         ("init", []),
         (
             "answerer",
