@@ -4,15 +4,18 @@ colours from the frames it is given."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import sys
 
 import pytest
 from conftest import assert_one_line_error, run_cli
 
+from videotgb.cli import main
 from videotgb.synthetic import SyntheticConfig, SyntheticConfigError, generate
 from videotgb.synthetic.evaluate import evaluate
-from videotgb.synthetic.recipe import RECIPE_NAME, RecipeSettings, recipe_commands, run_recipe
+from videotgb.synthetic.recipe import RECIPE_NAME, SETTING_HELP, RecipeSettings, recipe_commands, run_recipe
 
 REDUCED = RecipeSettings(
     seed=3,
@@ -108,3 +111,13 @@ def test_the_reduced_recipe_learns_to_ground_and_to_answer(tmp_path):
     # six colours: chance is 1/6; reading the event's frames, the answerer beats it by far
     assert accuracy["oracle"] >= 0.5, accuracy  # measured: 1.0
     assert accuracy["bridge"] > accuracy["uniform"], accuracy
+
+
+def test_train_help_explains_every_setting():
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exited:
+        main(["synthetic", "train", "--help"])
+    assert exited.value.code == 0
+    printed = " ".join(out.getvalue().split())
+    for name, explanation in SETTING_HELP.items():
+        assert f"--{name.replace('_', '-')}" in printed and explanation in printed, name

@@ -820,7 +820,7 @@ See docs/synthetic.md.
 
 
 def _add_synthetic_train_command(synthetic_commands) -> None:
-    from .synthetic.recipe import RecipeSettings
+    from .synthetic.recipe import SETTING_HELP, RecipeSettings
 
     defaults = RecipeSettings()
     train = synthetic_commands.add_parser(
@@ -834,10 +834,11 @@ def _add_synthetic_train_command(synthetic_commands) -> None:
     for field in dataclasses.fields(RecipeSettings):
         flag = "--" + field.name.replace("_", "-")
         default = getattr(defaults, field.name)
+        explained = f"{SETTING_HELP[field.name]} (default: %(default)s)"
         if field.name == "question_types":
-            train.add_argument(flag, default=",".join(default), help="comma-separated (default: %(default)s)")
+            train.add_argument(flag, default=",".join(default), help=explained)
         else:
-            train.add_argument(flag, type=type(default), default=default, help="default: %(default)s")
+            train.add_argument(flag, type=type(default), default=default, help=explained)
     train.set_defaults(run=_synthetic_train_command)
 
 

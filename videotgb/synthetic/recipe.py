@@ -146,6 +146,30 @@ class RecipeSettings:
         return {**dataclasses.asdict(self), "question_types": list(self.question_types)}
 
 
+SETTING_HELP = {
+    "seed": "base seed: of the data (long videos; clips from seed+1..seed+3), the init and training",
+    "clip_videos": "clips that are one event (every frame shows the shape)",
+    "partial_clip_videos": "clips holding one event and frames without it",
+    "partial_clip_frames": "frames of a partial clip (more than --event-frames)",
+    "empty_clip_videos": "clips without any event (answer 'none')",
+    "long_videos": "long videos the bridge learns on",
+    "frames": "frames of a long video",
+    "event_frames": "frames of an event (and of a clip that is one)",
+    "events_per_video": "events in a long video, one of them asked about",
+    "fps": "frames per second of every video",
+    "size": "side of the square frames (and of the model's images) in pixels",
+    "question_types": "comma-separated question types of every video",
+    "answerer_steps": "optimiser steps of the answerer (instruct stage)",
+    "answerer_batch_size": "clips per answerer step",
+    "answerer_learning_rate": "peak learning rate of the answerer (cosine schedule)",
+    "grounding_steps": "optimiser steps of the bridge (grounding stage)",
+    "grounding_batch_size": "long videos per grounding step",
+    "grounding_learning_rate": "peak learning rate of the bridge (cosine schedule)",
+    "workers": "data-loader worker processes of both training stages",
+}
+"""The help of each setting's flag (`videotgb synthetic train --help`)."""
+
+
 def build_tokenizers(words: list[str]):
     """A Vicuna-like word-level tokenizer for the language model and a BERT-like WordPiece one (uncased), both
     knowing `words` (lowercase; the LM tokenizer also knows them capitalised)."""
@@ -405,6 +429,7 @@ def _display(command: list[str]) -> list[str]:
 
 __all__ = [
     "MODEL_FILES",
+    "SETTING_HELP",
     "build_tokenizers",
     "RECIPE_NAME",
     "RecipeSettings",
