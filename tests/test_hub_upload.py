@@ -60,11 +60,14 @@ def test_the_export_holds_weights_code_processor_and_carried_files(exported):
 @pytest.mark.slow
 def test_the_cli_exports_the_shipped_model_and_a_fresh_process_answers_its_demo_video(tmp_path):
     out = tmp_path / "hub"
-    status, printed, err = run_cli("export", "--model", str(DEFAULT_MODEL), "--out", str(out))
+    status, printed, err = run_cli(
+        "export", "--model", str(DEFAULT_MODEL), "--out", str(out), "--repo-id", "someone/videotgb-tiny"
+    )
     assert status == 0, err
     scene = demo_scene(recipe_of(DEFAULT_MODEL))
     assert f"verified in a fresh process without the package: {scene.question} -> {scene.answer!r}" in printed
-    answered = verify(out)  # the same answer again, through the function
+    assert (out / "README.md").is_file()  # the card is one of the files the check accepts
+    answered = verify(out)  # the same answer again, through the function (it runs the card's usage code)
     assert answered["answer"] == scene.answer
     assert answered["model_module"].startswith("transformers_modules")
     assert answered["processor_module"].startswith("transformers_modules")
@@ -165,3 +168,51 @@ class TestExportCommandBadInput:
         missing = tmp_path / "no-such-model"
         assert main(["--model", str(missing), "--out", str(tmp_path / "out")]) == 2
         assert_one_line_error(2, capsys.readouterr().err, "videotgb export: error:", str(missing))
+
+
+def test_the_model_card_renders_reloads_and_its_model_index_round_trips(tmp_path):
+    from huggingface_hub import ModelCard
+
+    results = tmp_path / "results.json"
+    results.write_text(
+        json.dumps({"settings": {"split": "test", "num_keyframes": 4}, "modes": {"bridge": {"accuracy": 0.8125}}})
+    )
+    out = export(
+        DEFAULT_MODEL, tmp_path / "hub", repo_id="someone/videotgb-tiny", license="apache-2.0", eval_files=[results]
+    )
+    assert "README.md" in check_export(out)["files"]
+    card = ModelCard.load(out / "README.md")
+    assert card.data.library_name == "transformers"
+    assert card.data.pipeline_tag == "video-text-to-text"
+    assert card.data.license == "apache-2.0"
+    assert "custom_code" in card.data.tags
+    (result,) = card.data.eval_results  # parsed back from the YAML model-index by huggingface_hub
+    assert (result.dataset_split, result.metric_type, result.metric_value) == ("test", "accuracy", 0.8125)
+    assert 'AutoModel.from_pretrained("someone/videotgb-tiny", trust_remote_code=True)' in card.text
+    assert "videotgb synthetic generate" in card.text  # how it was made, from recipe.json
+    assert "@inproceedings" in card.text
+
+
+class TestModelCardBadInput:
+    def test_a_repo_id_that_is_not_owner_name(self, tmp_path):
+        status, _, err = run_cli(
+            "export", "--model", str(DEFAULT_MODEL), "--out", str(tmp_path / "o"), "--repo-id", "just-a-name"
+        )
+        assert_one_line_error(status, err, "--repo-id 'just-a-name'", "owner/name")
+
+    def test_eval_results_without_a_repo_id(self, tmp_path):
+        status, _, err = run_cli(
+            "export", "--model", str(DEFAULT_MODEL), "--out", str(tmp_path / "o"), "--eval-results", "r.json"
+        )
+        assert_one_line_error(status, err, "--eval-results", "--repo-id")
+
+    def test_an_eval_file_of_another_kind(self, tmp_path):
+        other = tmp_path / "other.json"
+        other.write_text("{}")
+        status, _, err = run_cli(
+            "export",
+            *("--model", str(DEFAULT_MODEL), "--out", str(tmp_path / "o"), "--no-verify"),
+            *("--repo-id", "someone/x", "--eval-results", str(other)),
+        )
+        assert_one_line_error(status, err, str(other), "bridge mode")
+        assert not (tmp_path / "o").exists()

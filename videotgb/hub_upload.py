@@ -9,12 +9,15 @@ with `model.safetensors.index.json` above `max_shard_size`); the flat remote-cod
 tokenizers and chat template; `generation_config.json`; the RAFT weights file when the processor's flow config
 names one (copied into the folder, the config then naming it by its file name, which the processor resolves inside
 the folder or Hub repo it is loaded from); the source's `recipe.json`, `conversion_report.json` and `lora_adapter/`
-when it has them; and `export_manifest.json`, the list of the files written with their sizes and SHA-256.
+when it has them; with a repo id, the model card `README.md` (`model_card`: metadata through `ModelCardData`, a
+usage snippet, how the model was made, a model-index from evaluation files); and `export_manifest.json`, the list of
+the files written with their sizes and SHA-256.
 
 `verify` reads that manifest: it refuses a folder holding a pickle file (`.bin`, `.pt`, `.pth`, `.pkl`,
 `.ckpt`), a file the export did not write, or a written file that changed; then it loads the folder in a fresh
 Python process (offline, the `videotgb` package not importable, outside the repository) with `AutoModel` /
-`AutoProcessor` and `trust_remote_code=True`, and answers a question about a synthetic video.
+`AutoProcessor` and `trust_remote_code=True`, and answers a question about a synthetic video by running the card's
+usage snippet (`USAGE_CODE`).
 
 Not remote code: an exported folder never imports this module.
 """
@@ -164,6 +167,9 @@ def export(
     processor=None,
     revision: str | None = None,
     max_shard_size: str | int = DEFAULT_MAX_SHARD_SIZE,
+    repo_id: str | None = None,
+    license: str | None = None,
+    eval_files=(),
 ) -> Path:
     """Write a self-contained Hub folder for a VideoTGB checkpoint into `out_dir` (see the module docstring).
 
@@ -175,12 +181,20 @@ def export(
         processor: the `VideoTGBProcessor` to export with a model object.
         revision: Hub revision of a Hub id.
         max_shard_size: weights above this are split into shards with `model.safetensors.index.json`.
+        repo_id: the Hub repo (``owner/name``) the folder is for; with it the folder gets its model card
+            (`README.md`, :func:`model_card`) whose usage snippet names it.
+        license: the card's license id (e.g. ``apache-2.0``); left out of the card when None.
+        eval_files: `videotgb synthetic eval --output` files for the card's model-index.
 
     The folder is written next to `out_dir` first and moved into place once complete, so a failed export leaves
     `out_dir` as it was. Returns `out_dir` as a Path.
     """
     out = Path(out_dir)
     _check_destination(out, overwrite)
+    if repo_id is not None:
+        check_repo_id(repo_id)
+    elif eval_files:
+        raise ValueError("--eval-results go into the model card, which needs --repo-id")
     if isinstance(model_or_folder, (str, os.PathLike)):
         from .cli import load
 
@@ -199,6 +213,8 @@ def export(
         _write_folder(model, processor, staging, max_shard_size)
         if isinstance(model_or_folder, (str, os.PathLike)):
             _copy_extras(source, staging, revision)
+        if repo_id is not None:
+            model_card(staging, repo_id, license=license, eval_files=eval_files).save(staging / CARD_NAME)
         pickles = [name for name in _files(staging) if name.endswith(PICKLE_SUFFIXES)]
         if pickles:
             raise ExportError(f"{source}: the export would hold pickle files {', '.join(pickles)}")
@@ -246,29 +262,34 @@ def check_export(folder: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
-FRESH_PROCESS = """\
-import json, sys
-sys.modules["videotgb"] = None  # the package must not be needed: importing it now raises ImportError
+USAGE_CODE = """\
 import torch
 from transformers import AutoModel, AutoProcessor
 
-folder, video, question = sys.argv[1:4]
-model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
-processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
-clip = processor.load_video(video)
+model = AutoModel.from_pretrained({repo}, trust_remote_code=True).eval()
+processor = AutoProcessor.from_pretrained({repo}, trust_remote_code=True)
+clip = processor.load_video({video})  # needs PyAV: pip install av
+inputs = processor([{question}], videos=[clip])
 with torch.inference_mode():
-    output = model.generate(
-        **processor([question], videos=[clip]), max_new_tokens=16, do_sample=False, return_dict_in_generate=True
-    )
-indices = output.keyframe_indices[0].tolist()
-print(json.dumps({
-    "answer": processor.batch_decode(output.sequences, skip_special_tokens=True)[0].strip(),
-    "keyframe_timestamps": [float(clip.candidate_timestamps[index]) for index in indices],
-    "model_module": type(model).__module__,
-    "processor_module": type(processor).__module__,
-}))
+    output = model.generate(**inputs, max_new_tokens=16, do_sample=False, return_dict_in_generate=True)
+print("answer:", processor.batch_decode(output.sequences, skip_special_tokens=True)[0].strip())
+print("keyframes (s):", [float(clip.candidate_timestamps[i]) for i in output.keyframe_indices[0].tolist()])
 """
-"""The script `verify` runs in a fresh interpreter: folder, video file and question as arguments; prints JSON."""
+"""How to answer a question with an exported model: the model card shows it and `verify` runs it (the repo id or
+folder, the video and the question filled in as JSON strings)."""
+
+
+def usage_code(repo: str, video: str, question: str) -> str:
+    """:data:`USAGE_CODE` for this repo id (or folder), video file and question."""
+    return USAGE_CODE.format(repo=json.dumps(repo), video=json.dumps(video), question=json.dumps(question))
+
+
+FRESH_PROCESS = """\
+import json, sys
+sys.modules["videotgb"] = None  # the package must not be needed: importing it now raises ImportError
+{usage}print(json.dumps({{"model_module": type(model).__module__, "processor_module": type(processor).__module__}}))
+"""
+"""The script `verify` runs in a fresh interpreter: the usage code, then the modules its classes came from."""
 
 
 def _verify_video(manifest_folder: Path) -> tuple[bytes, str]:
@@ -303,7 +324,7 @@ def verify(folder: str | os.PathLike, timeout_s: float = VERIFY_TIMEOUT_S) -> di
         environment.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_MODULES_CACHE=str(Path(work) / "modules"))
         try:
             result = subprocess.run(
-                [sys.executable, "-c", FRESH_PROCESS, str(folder), str(video), question],
+                [sys.executable, "-c", FRESH_PROCESS.format(usage=usage_code(str(folder), str(video), question))],
                 cwd=work,
                 env=environment,
                 capture_output=True,
@@ -319,9 +340,144 @@ def verify(folder: str | os.PathLike, timeout_s: float = VERIFY_TIMEOUT_S) -> di
         tail = "\n".join(result.stderr.strip().splitlines()[-15:])
         raise VerifyError(f"{folder} did not load and answer in a fresh process (exit {result.returncode}):\n{tail}")
     answered = json.loads(lines[-1])
+    answered["answer"] = lines[-3].removeprefix("answer: ")
+    answered["keyframe_timestamps"] = json.loads(lines[-2].removeprefix("keyframes (s): "))
     if not answered["model_module"].startswith("transformers_modules"):
         raise VerifyError(f"{folder}: the fresh process loaded {answered['model_module']}, not the folder's code")
     return {"question": question, **answered}
+
+
+CARD_NAME = "README.md"
+PAPER = (
+    "Efficient Temporal Extrapolation of Multimodal LLMs with Temporal Grounding Bridge for Long Video Understanding"
+)
+CITATION = """\
+@inproceedings{wang2024videotgb,
+  title     = {Efficient Temporal Extrapolation of Multimodal Large Language Models with Temporal Grounding Bridge},
+  author    = {Wang, Yuxuan and Wang, Yueqian and Wu, Pengfei and Liang, Jianxin and Zhao, Dongyan and Liu, Yang and
+               Zheng, Zilong},
+  booktitle = {Proceedings of the 2024 Conference on Empirical Methods in Natural Language Processing},
+  year      = {2024},
+  eprint    = {2402.16050},
+  archivePrefix = {arXiv}
+}"""
+
+
+def check_repo_id(repo_id: str) -> None:
+    """ValueError naming `--repo-id` unless it is a valid ``owner/name`` Hub repo id."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise ValueError(f"--repo-id {repo_id!r} is not a Hub repo id: {error}") from None
+    if repo_id.count("/") != 1:
+        raise ValueError(f"--repo-id {repo_id!r}: expected owner/name")
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def synthetic_eval_results(paths):
+    """`huggingface_hub.EvalResult`s (the model-index) from `videotgb synthetic eval --output` files: the accuracy
+    of the model's own keyframes (mode ``bridge``) on each file's split; ValueError naming a file without it."""
+    from huggingface_hub import EvalResult
+
+    results = []
+    for path in paths:
+        data = _read_json(Path(path))
+        if data is None or "bridge" not in data.get("modes", {}):
+            raise ValueError(f"{path}: not a `videotgb synthetic eval` result file with the bridge mode")
+        split = data["settings"]["split"]
+        results.append(
+            EvalResult(
+                task_type="video-text-to-text",
+                task_name="Video question answering",
+                dataset_type="videotgb-synthetic",
+                dataset_name=f"VideoTGB synthetic videos ({split} split)",
+                dataset_split=split,
+                metric_type="accuracy",
+                metric_name=f"exact-match accuracy, K = {data['settings']['num_keyframes']} keyframes from the bridge",
+                metric_value=round(float(data["modes"]["bridge"]["accuracy"]), 4),
+            )
+        )
+    return results
+
+
+def model_card(folder: str | os.PathLike, repo_id: str, license: str | None = None, eval_files=()):
+    """The `huggingface_hub.ModelCard` of an exported folder: metadata through `ModelCardData` (library, pipeline
+    tag, base model of a converted release, license, tags, model-index from `eval_files`), what the model is, a usage
+    snippet naming `repo_id`, how it was made (its `recipe.json` or `conversion_report.json`), limitations, citation."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    recipe = _read_json(folder / "recipe.json")
+    report = _read_json(folder / "conversion_report.json")
+    name = repo_id.rsplit("/", 1)[-1]
+    data = ModelCardData(
+        model_name=name,
+        library_name="transformers",
+        pipeline_tag="video-text-to-text",
+        license=license,
+        base_model=report["base_vlm"] if report else None,
+        tags=["videotgb", "video-question-answering", "temporal-grounding", "custom_code"],
+        eval_results=synthetic_eval_results(eval_files) or None,
+    )
+    keyframes, candidates = config["num_keyframes"], config["num_candidate_frames"]
+    question = "What colour is the shape that moves down?" if recipe else "What happens after the goal?"
+    if recipe is not None:
+        made = (
+            f"{recipe['description']}, with these commands (no true span is used in training):\n\n```bash\n"
+            + "\n".join(recipe["commands"])
+            + "\n```"
+        )
+        limits = (
+            "A tiny model (64 x 64 frames, word-level tokenizers) trained only on synthetic videos of moving shapes "
+            "and questions about their motion: it shows the mechanism, it does not understand real videos."
+        )
+    elif report is not None:
+        made = (
+            f"Converted from the original release `{Path(report['checkpoint']).name}` (base `{report['base_vlm']}`), "
+            f"bridge mode `{report['bridge_mode']}` (the mode of the release's evaluation code), LoRA `{report['lora']}`"
+            "; the conversion report is `conversion_report.json`."
+        )
+        limits = "The original release's behaviour, including its answers' biases; see the paper's limitations."
+    else:
+        made = "Not recorded in the exported folder."
+        limits = "Not evaluated here; check it on your own videos before relying on it."
+    body = f"""
+# {name}
+
+A [VideoTGB](https://arxiv.org/abs/2402.16050) model (EMNLP 2024, *{PAPER}*). A small Temporal Grounding Bridge
+reads cheap optical flow over {candidates} candidate frames and the question, predicts where in the video the answer
+lies, and picks K = {keyframes} keyframes there; only those go through the vision tower and the language model, so
+long videos cost about as much as short ones.
+
+## Usage
+
+Needs `transformers`, `torch`, `torchvision` and `av`; the model's code comes with the repository
+(`trust_remote_code=True`).
+
+```python
+{usage_code(repo_id, "video.mp4", question)}```
+
+## How it was made
+
+{made}
+
+## Limitations
+
+{limits}
+
+## Citation
+
+```bibtex
+{CITATION}
+```
+"""
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
 
 
 def add_hub_parsers(commands) -> None:
@@ -344,6 +500,17 @@ def add_hub_parsers(commands) -> None:
     parser.add_argument(
         "--max-shard-size", default=DEFAULT_MAX_SHARD_SIZE, help="split weights above this (default: %(default)s)"
     )
+    parser.add_argument(
+        "--repo-id", default=None, metavar="OWNER/NAME", help="the Hub repo the folder is for: writes its model card"
+    )
+    parser.add_argument("--license", default=None, help="license id for the model card (e.g. apache-2.0)")
+    parser.add_argument(
+        "--eval-results",
+        nargs="+",
+        default=[],
+        metavar="FILE",
+        help="`videotgb synthetic eval --output` files: their bridge accuracy goes into the card's model-index",
+    )
     parser.set_defaults(run=_export_command)
 
 
@@ -354,6 +521,9 @@ def _export_command(arguments: argparse.Namespace) -> int:
         overwrite=arguments.overwrite,
         revision=arguments.revision,
         max_shard_size=arguments.max_shard_size,
+        repo_id=arguments.repo_id,
+        license=arguments.license,
+        eval_files=arguments.eval_results,
     )
     print(f"exported: {folder}")
     if not arguments.no_verify:
