@@ -42,7 +42,7 @@ def copy_of(folder, tmp_path):
 def test_the_export_holds_weights_code_processor_and_carried_files(exported):
     names = {path.name for path in exported.iterdir()}
     shipped = {path.name for path in DEFAULT_MODEL.iterdir()}
-    assert names == shipped | REMOTE_CODE | {MANIFEST_NAME}
+    assert names == shipped | REMOTE_CODE | {"handler.py", "requirements.txt", MANIFEST_NAME}
     config = json.loads((exported / "config.json").read_text())
     assert config.pop("auto_map") == AUTO_MAP
     original = json.loads((DEFAULT_MODEL / "config.json").read_text())
@@ -216,3 +216,44 @@ class TestModelCardBadInput:
         )
         assert_one_line_error(status, err, str(other), "bridge mode")
         assert not (tmp_path / "o").exists()
+
+
+HANDLER_PROCESS = """
+import base64, json, sys
+sys.modules["videotgb"] = None
+sys.path.insert(0, sys.argv[1])  # as Inference Endpoints imports the repository's handler.py
+from handler import EndpointHandler
+
+handler = EndpointHandler(sys.argv[1])
+question = sys.argv[3]
+by_path = handler({"inputs": {"video": sys.argv[2], "question": question}, "parameters": {"max_new_tokens": 4}})
+data = base64.b64encode(open(sys.argv[2], "rb").read()).decode()
+by_base64 = handler({"inputs": {"video": data, "question": question}})
+try:
+    handler({"inputs": {"video": "not a video", "question": question}})
+except ValueError as error:
+    refused = str(error)
+print(json.dumps({"path": by_path, "base64": by_base64, "refused": refused}))
+"""
+
+
+@pytest.mark.slow
+def test_the_endpoint_handler_answers_given_a_path_and_given_base64(exported, tmp_path):
+    from conftest import run_fresh_python
+
+    from videotgb.synthetic import encode_scene
+
+    assert {line.split(">=")[0] for line in (exported / "requirements.txt").read_text().splitlines()} == {
+        "transformers",
+        "av",
+        "opencv-python-headless",  # the shipped model's flow is OpenCV's DIS
+    }
+    scene = demo_scene(recipe_of(DEFAULT_MODEL))
+    video = tmp_path / "video.mp4"
+    video.write_bytes(encode_scene(scene))
+    result = run_fresh_python(HANDLER_PROCESS, str(exported), str(video), scene.question, tmp_path=tmp_path)
+    answered = json.loads(result.stdout.strip().splitlines()[-1])
+    assert answered["path"]["answer"] == answered["base64"]["answer"] == scene.answer
+    assert answered["path"]["keyframe_timestamps"] == answered["base64"]["keyframe_timestamps"]
+    assert len(answered["path"]["keyframe_indices"]) == 4
+    assert "neither a URL, an existing path, nor base64" in answered["refused"]

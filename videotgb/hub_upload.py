@@ -10,7 +10,8 @@ tokenizers and chat template; `generation_config.json`; the RAFT weights file wh
 names one (copied into the folder, the config then naming it by its file name, which the processor resolves inside
 the folder or Hub repo it is loaded from); the source's `recipe.json`, `conversion_report.json` and `lora_adapter/`
 when it has them; with a repo id, the model card `README.md` (`model_card`: metadata through `ModelCardData`, a
-usage snippet, how the model was made, a model-index from evaluation files); and `export_manifest.json`, the list of
+usage snippet, how the model was made, a model-index from evaluation files); `handler.py` and `requirements.txt`
+for Inference Endpoints (`videotgb.endpoint_handler`); and `export_manifest.json`, the list of
 the files written with their sizes and SHA-256.
 
 `verify` reads that manifest: it refuses a folder holding a pickle file (`.bin`, `.pt`, `.pth`, `.pkl`,
@@ -47,6 +48,8 @@ CARRIED_FILES = ("recipe.json", "conversion_report.json")
 """Files of the source folder that an export copies as they are (training recipe, conversion report)."""
 CARRIED_FOLDERS = ("lora_adapter",)
 """Folders of the source that an export copies (a peft adapter kept by `videotgb convert-original --lora keep`)."""
+HANDLER_NAME = "handler.py"
+REQUIREMENTS_NAME = "requirements.txt"
 DEFAULT_MAX_SHARD_SIZE = "5GB"
 VERIFY_TIMEOUT_S = 600
 
@@ -151,6 +154,31 @@ def _copy_extras(source: str, staging: Path, revision: str | None) -> None:
             shutil.copytree(Path(source) / name, staging / name)
 
 
+def requirements(flow_estimator: str) -> list[str]:
+    """What an Inference Endpoint needs beyond torch to run the exported folder: transformers, PyAV to decode videos,
+    and the flow estimator's library (torchvision for RAFT, OpenCV otherwise), each at least the version here."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    names = ["transformers", "av", "torchvision" if flow_estimator.startswith("raft") else "opencv-python-headless"]
+    lines = []
+    for name in names:
+        try:
+            lines.append(f"{name}>={version(name)}")
+        except PackageNotFoundError:
+            lines.append(name)
+    return lines
+
+
+def _write_endpoint_files(staging: Path) -> None:
+    """`handler.py` (this package's `endpoint_handler` module, which imports nothing from the package) and
+    `requirements.txt` for Inference Endpoints."""
+    from . import endpoint_handler
+
+    shutil.copyfile(endpoint_handler.__file__, staging / HANDLER_NAME)
+    flow = json.loads((staging / "processor_config.json").read_text(encoding="utf-8"))["flow_config"]
+    (staging / REQUIREMENTS_NAME).write_text("\n".join(requirements(flow["estimator"])) + "\n", encoding="utf-8")
+
+
 def _write_manifest(staging: Path, source: str) -> dict[str, Any]:
     files = {
         name: {"size": (staging / name).stat().st_size, "sha256": _sha256(staging / name)} for name in _files(staging)
@@ -213,6 +241,7 @@ def export(
         _write_folder(model, processor, staging, max_shard_size)
         if isinstance(model_or_folder, (str, os.PathLike)):
             _copy_extras(source, staging, revision)
+        _write_endpoint_files(staging)
         if repo_id is not None:
             model_card(staging, repo_id, license=license, eval_files=eval_files).save(staging / CARD_NAME)
         pickles = [name for name in _files(staging) if name.endswith(PICKLE_SUFFIXES)]
