@@ -257,3 +257,21 @@ def test_the_endpoint_handler_answers_given_a_path_and_given_base64(exported, tm
     assert answered["path"]["keyframe_timestamps"] == answered["base64"]["keyframe_timestamps"]
     assert len(answered["path"]["keyframe_indices"]) == 4
     assert "neither a URL, an existing path, nor base64" in answered["refused"]
+
+
+def test_a_conversion_report_and_a_lora_adapter_are_carried_and_a_pickled_adapter_refused(tmp_path):
+    source = shutil.copytree(DEFAULT_MODEL, tmp_path / "converted")
+    (source / "conversion_report.json").write_text('{"checkpoint": "release.ckpt"}')
+    (source / "lora_adapter").mkdir()
+    (source / "lora_adapter" / "adapter_config.json").write_text("{}")
+    (source / "lora_adapter" / "adapter_model.safetensors").write_bytes(b"weights")
+    out = export(source, tmp_path / "hub")
+    carried = ("conversion_report.json", "lora_adapter/adapter_config.json", "lora_adapter/adapter_model.safetensors")
+    for name in carried:
+        assert (out / name).read_bytes() == (source / name).read_bytes()
+    assert set(carried) <= set(check_export(out)["files"])
+    (source / "lora_adapter" / "adapter_model.bin").write_bytes(b"pickle")
+    with pytest.raises(ExportError, match="pickle files lora_adapter/adapter_model.bin"):
+        export(source, tmp_path / "hub-2")
+    assert not (tmp_path / "hub-2").exists()
+    assert [path.name for path in tmp_path.iterdir() if path.name.startswith(".")] == []  # no staging left behind
