@@ -3,6 +3,7 @@
 videotgb answer --model PATH_OR_HUB_ID --video FILE --question "What happens after the goal?"
 videotgb init --vlm BLIP2_OR_INSTRUCTBLIP --bert BERT --output DIR
 videotgb convert-original --checkpoint RELEASE.ckpt --out DIR [--lora merge|keep] [--trust-pickle]
+videotgb export --model PATH_OR_HUB_ID --out DIR [--overwrite] [--no-verify]
 videotgb demo [--model PATH_OR_HUB_ID --video FILE --question TEXT] [--output DIR]
 videotgb data build --source FORMAT=ANNOTATIONS.json --media-root DIR --output SHARDS_DIR
 videotgb data flow --shards SHARDS_DIR --model CHECKPOINT --output FLOW_DIR
@@ -725,6 +726,7 @@ DTYPES = ["auto", "float32", "bfloat16", "float16"]
 
 def build_parser() -> argparse.ArgumentParser:
     from .convert_original import add_convert_parser
+    from .hub_upload import add_hub_parsers
     from .optical_flow import ESTIMATORS, FlowConfig
 
     parser = argparse.ArgumentParser(
@@ -792,6 +794,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_commands(commands)
     _add_synthetic_commands(commands)
     add_convert_parser(commands)
+    add_hub_parsers(commands)
     return parser
 
 

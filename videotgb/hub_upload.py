@@ -1,0 +1,574 @@
+"""Export a VideoTGB checkpoint as a self-contained Hub folder, and check that it loads without the package.
+
+    videotgb export --model videotgb/default_model --out hub/videotgb-tiny
+    python -m videotgb.hub_upload --model runs/synthetic/model --out hub/videotgb-tiny --overwrite
+
+`export` writes, into a new (or empty) folder: `config.json` whose `auto_map` names the remote-code classes for
+`AutoConfig`, `AutoModel`, `AutoModelForImageTextToText` and `AutoProcessor`; the weights as safetensors (sharded
+with `model.safetensors.index.json` above `max_shard_size`); the flat remote-code files; the processor, its
+tokenizers and chat template; `generation_config.json`; the RAFT weights file when the processor's flow config
+names one (copied into the folder, the config then naming it by its file name, which the processor resolves inside
+the folder or Hub repo it is loaded from); the source's `recipe.json`, `conversion_report.json` and `lora_adapter/`
+when it has them; with a repo id, the model card `README.md` (`model_card`: metadata through `ModelCardData`, a
+usage snippet, how the model was made, a model-index from evaluation files); `handler.py` and `requirements.txt`
+for Inference Endpoints (`videotgb.endpoint_handler`); and `export_manifest.json`, the list of
+the files written with their sizes and SHA-256.
+
+`verify` reads that manifest: it refuses a folder holding a pickle file (`.bin`, `.pt`, `.pth`, `.pkl`,
+`.ckpt`), a file the export did not write, or a written file that changed; then it loads the folder in a fresh
+Python process (offline, the `videotgb` package not importable, outside the repository) with `AutoModel` /
+`AutoProcessor` and `trust_remote_code=True`, and answers a question about a synthetic video by running the card's
+usage snippet (`USAGE_CODE`).
+
+Not remote code: an exported folder never imports this module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
+
+MANIFEST_NAME = "export_manifest.json"
+MANIFEST_VERSION = 1
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+CARRIED_FILES = ("recipe.json", "conversion_report.json")
+"""Files of the source folder that an export copies as they are (training recipe, conversion report)."""
+CARRIED_FOLDERS = ("lora_adapter",)
+"""Folders of the source that an export copies (a peft adapter kept by `videotgb convert-original --lora keep`)."""
+HANDLER_NAME = "handler.py"
+REQUIREMENTS_NAME = "requirements.txt"
+DEFAULT_MAX_SHARD_SIZE = "5GB"
+VERIFY_TIMEOUT_S = 600
+
+
+class ExportError(ValueError):
+    """A folder that is not an export (no manifest), or holds a pickle file, a file the export did not write, or a
+    written file that changed; or a source that cannot be exported (RAFT weights that are not safetensors)."""
+
+
+class VerifyError(ExportError):
+    """The exported folder did not load or answer in a fresh process; the message holds that process's last lines."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _files(folder: Path) -> list[str]:
+    """Every file under `folder`, as sorted POSIX paths relative to it."""
+    return sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
+
+
+def _check_destination(out: Path, overwrite: bool) -> None:
+    """Refuse a non-empty `out` without `overwrite`, and, even with it, a non-empty folder that is not a previous
+    export (replacing it would delete files this module did not write)."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is not a folder")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise FileExistsError(f"{out} already holds files; choose an empty folder or pass --overwrite")
+    if not (out / MANIFEST_NAME).is_file():
+        raise FileExistsError(
+            f"{out} holds files but no {MANIFEST_NAME}: --overwrite replaces only a previous export; choose an "
+            "empty folder"
+        )
+
+
+def _source_file(source: str, name: str, revision: str | None) -> Path | None:
+    """`name` in a checkpoint folder or (cached / downloadable) Hub repo, or None when it has none."""
+    if os.path.isdir(source):
+        path = Path(source) / name
+        return path if path.exists() else None
+    from transformers.utils import cached_file
+
+    found = cached_file(
+        source,
+        name,
+        revision=revision,
+        _raise_exceptions_for_missing_entries=False,
+        _raise_exceptions_for_connection_errors=False,
+    )
+    return Path(found) if found else None
+
+
+def _carry_raft_weights(processor, staging: Path):
+    """A copy of `processor` whose flow config names its RAFT weights by file name, after copying that file into
+    `staging`; `processor` itself when its flow config names none."""
+    if processor.flow_config.get("raft_weights") is None:
+        return processor
+    weights = Path(processor.flow_settings().raft_weights)
+    if weights.suffix != ".safetensors":
+        raise ExportError(
+            f"flow_config.raft_weights {weights}: only safetensors are exported; convert it with "
+            "videotgb.optical_flow.save_raft_weights"
+        )
+    if not weights.is_file():
+        raise FileNotFoundError(f"flow_config.raft_weights {weights}: no such file")
+    shutil.copy2(weights, staging / weights.name)
+    exported = copy.deepcopy(processor)
+    exported.flow_config = dict(processor.flow_config, raft_weights=weights.name)
+    exported._resolved_raft_weights = {}
+    return exported
+
+
+def _write_folder(model, processor, staging: Path, max_shard_size: str | int) -> None:
+    """Model, processor, RAFT weights and a `config.json` whose `auto_map` names the processor too."""
+    from transformers.dynamic_module_utils import custom_object_save
+
+    model.save_pretrained(staging, max_shard_size=max_shard_size, safe_serialization=True)
+    processor = _carry_raft_weights(processor, staging)
+    processor.save_pretrained(staging)
+    # transformers' mechanism: register the processor's class in a copy of the saved model config's auto_map (the
+    # same `custom_object_save` the processor's own save ran, which also copies its module)
+    config = copy.deepcopy(model.config)
+    custom_object_save(processor, staging, config=config)
+    config.save_pretrained(staging)
+
+
+def _copy_extras(source: str, staging: Path, revision: str | None) -> None:
+    """Copy the source's :data:`CARRIED_FILES` (folder or Hub repo) and :data:`CARRIED_FOLDERS` (folder only)."""
+    for name in CARRIED_FILES:
+        found = _source_file(source, name, revision)
+        if found is not None:
+            shutil.copy2(found, staging / name)
+    for name in CARRIED_FOLDERS:
+        if (Path(source) / name).is_dir():
+            shutil.copytree(Path(source) / name, staging / name)
+
+
+def requirements(flow_estimator: str) -> list[str]:
+    """What an Inference Endpoint needs beyond torch to run the exported folder: transformers, PyAV to decode videos,
+    and the flow estimator's library (torchvision for RAFT, OpenCV otherwise), each at least the version here."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    names = ["transformers", "av", "torchvision" if flow_estimator.startswith("raft") else "opencv-python-headless"]
+    lines = []
+    for name in names:
+        try:
+            lines.append(f"{name}>={version(name)}")
+        except PackageNotFoundError:
+            lines.append(name)
+    return lines
+
+
+def _write_endpoint_files(staging: Path) -> None:
+    """`handler.py` (this package's `endpoint_handler` module, which imports nothing from the package) and
+    `requirements.txt` for Inference Endpoints."""
+    from . import endpoint_handler
+
+    shutil.copyfile(endpoint_handler.__file__, staging / HANDLER_NAME)
+    flow = json.loads((staging / "processor_config.json").read_text(encoding="utf-8"))["flow_config"]
+    (staging / REQUIREMENTS_NAME).write_text("\n".join(requirements(flow["estimator"])) + "\n", encoding="utf-8")
+
+
+def _write_manifest(staging: Path, source: str) -> dict[str, Any]:
+    files = {
+        name: {"size": (staging / name).stat().st_size, "sha256": _sha256(staging / name)} for name in _files(staging)
+    }
+    manifest = {"version": MANIFEST_VERSION, "source": source, "files": files}
+    (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return manifest
+
+
+def export(
+    model_or_folder,
+    out_dir: str | os.PathLike,
+    overwrite: bool = False,
+    processor=None,
+    revision: str | None = None,
+    max_shard_size: str | int = DEFAULT_MAX_SHARD_SIZE,
+    repo_id: str | None = None,
+    license: str | None = None,
+    eval_files=(),
+) -> Path:
+    """Write a self-contained Hub folder for a VideoTGB checkpoint into `out_dir` (see the module docstring).
+
+    Args:
+        model_or_folder: a checkpoint folder or Hub id (its model and processor are loaded, safetensors only), or a
+            `VideoTGBForConditionalGeneration`, then with `processor`.
+        out_dir: folder to write: absent or empty, or with `overwrite` a previous export (replaced as a whole).
+        overwrite: replace a previous export in `out_dir`.
+        processor: the `VideoTGBProcessor` to export with a model object.
+        revision: Hub revision of a Hub id.
+        max_shard_size: weights above this are split into shards with `model.safetensors.index.json`.
+        repo_id: the Hub repo (``owner/name``) the folder is for; with it the folder gets its model card
+            (`README.md`, :func:`model_card`) whose usage snippet names it.
+        license: the card's license id (e.g. ``apache-2.0``); left out of the card when None.
+        eval_files: `videotgb synthetic eval --output` files for the card's model-index.
+
+    The folder is written next to `out_dir` first and moved into place once complete, so a failed export leaves
+    `out_dir` as it was. Returns `out_dir` as a Path.
+    """
+    out = Path(out_dir)
+    _check_destination(out, overwrite)
+    if repo_id is not None:
+        check_repo_id(repo_id)
+    elif eval_files:
+        raise ValueError("--eval-results go into the model card, which needs --repo-id")
+    if isinstance(model_or_folder, (str, os.PathLike)):
+        from .cli import load
+
+        if processor is not None:
+            raise ValueError("processor is taken from the checkpoint when model_or_folder is a folder or Hub id")
+        source = os.fspath(model_or_folder)
+        model, processor = load(source, dtype="auto", device="cpu", revision=revision)
+    else:
+        if processor is None:
+            raise ValueError("export of a model object needs its processor (processor=...)")
+        model, source = model_or_folder, f"<{type(model_or_folder).__name__} object>"
+        processor.check_model_config(model.config)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        _write_folder(model, processor, staging, max_shard_size)
+        if isinstance(model_or_folder, (str, os.PathLike)):
+            _copy_extras(source, staging, revision)
+        _write_endpoint_files(staging)
+        if repo_id is not None:
+            model_card(staging, repo_id, license=license, eval_files=eval_files).save(staging / CARD_NAME)
+        pickles = [name for name in _files(staging) if name.endswith(PICKLE_SUFFIXES)]
+        if pickles:
+            raise ExportError(f"{source}: the export would hold pickle files {', '.join(pickles)}")
+        _write_manifest(staging, source)
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    logger.info("exported %s into %s", source, out)
+    return out
+
+
+def check_export(folder: str | os.PathLike) -> dict[str, Any]:
+    """The folder's manifest, after checking that it holds no pickle file, no file the export did not write, and
+    every written file unchanged; ExportError naming the file otherwise."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder")
+    present = _files(folder)
+    pickles = [name for name in present if name.endswith(PICKLE_SUFFIXES)]
+    if pickles:
+        raise ExportError(f"{folder}: refusing pickle files {', '.join(pickles)} (only safetensors are exported)")
+    manifest_path = folder / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise ExportError(f"{folder}: no {MANIFEST_NAME}; make the folder with `videotgb export`")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        written = manifest["files"]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ExportError(f"{manifest_path}: not an export manifest ({error})") from None
+    if manifest.get("version") != MANIFEST_VERSION:
+        raise ExportError(f"{manifest_path}: version {manifest.get('version')!r}, expected {MANIFEST_VERSION}")
+    unexpected = [name for name in present if name != MANIFEST_NAME and name not in written]
+    if unexpected:
+        raise ExportError(f"{folder}: files the export did not write: {', '.join(unexpected)}")
+    missing = [name for name in written if name not in present]
+    if missing:
+        raise ExportError(f"{folder}: files of the export are missing: {', '.join(missing)}")
+    for name, recorded in written.items():
+        path = folder / name
+        if path.stat().st_size != recorded["size"] or _sha256(path) != recorded["sha256"]:
+            raise ExportError(f"{path}: changed since the export (size or SHA-256 differs from {MANIFEST_NAME})")
+    return manifest
+
+
+USAGE_CODE = """\
+import torch
+from transformers import AutoModel, AutoProcessor
+
+model = AutoModel.from_pretrained({repo}, trust_remote_code=True).eval()
+processor = AutoProcessor.from_pretrained({repo}, trust_remote_code=True)
+clip = processor.load_video({video})  # needs PyAV: pip install av
+inputs = processor([{question}], videos=[clip])
+with torch.inference_mode():
+    output = model.generate(**inputs, max_new_tokens=16, do_sample=False, return_dict_in_generate=True)
+print("answer:", processor.batch_decode(output.sequences, skip_special_tokens=True)[0].strip())
+print("keyframes (s):", [float(clip.candidate_timestamps[i]) for i in output.keyframe_indices[0].tolist()])
+"""
+"""How to answer a question with an exported model: the model card shows it and `verify` runs it (the repo id or
+folder, the video and the question filled in as JSON strings)."""
+
+
+def usage_code(repo: str, video: str, question: str) -> str:
+    """:data:`USAGE_CODE` for this repo id (or folder), video file and question."""
+    return USAGE_CODE.format(repo=json.dumps(repo), video=json.dumps(video), question=json.dumps(question))
+
+
+FRESH_PROCESS = """\
+import json, sys
+sys.modules["videotgb"] = None  # the package must not be needed: importing it now raises ImportError
+{usage}print(json.dumps({{"model_module": type(model).__module__, "processor_module": type(processor).__module__}}))
+"""
+"""The script `verify` runs in a fresh interpreter: the usage code, then the modules its classes came from."""
+
+
+def _verify_video(manifest_folder: Path) -> tuple[bytes, str]:
+    """A synthetic video (H.264 MP4 bytes) and its question: the demo's scene for a model of the synthetic recipe,
+    else a short scene of the generator's defaults."""
+    from .demo import demo_scene, recipe_of
+    from .synthetic import SyntheticConfig, encode_scene, make_scene
+
+    recipe = recipe_of(manifest_folder)
+    if recipe is not None:
+        scene = demo_scene(recipe)
+    else:
+        scene = make_scene(SyntheticConfig(num_videos={"test": 1}, num_frames=64, event_frames=16), "test", 0)
+    return encode_scene(scene), scene.question
+
+
+def verify(folder: str | os.PathLike, timeout_s: float = VERIFY_TIMEOUT_S) -> dict[str, Any]:
+    """Check an exported folder (:func:`check_export`), then load it in a fresh Python process (offline, without the
+    `videotgb` package, outside the repository, with an empty remote-code module cache) through `AutoModel` /
+    `AutoProcessor` with `trust_remote_code=True` and answer a question about a synthetic video.
+
+    Returns ``{"question", "answer", "keyframe_timestamps", "model_module", "processor_module"}``; VerifyError with
+    the process's last stderr lines when it fails or does not load the folder's own code.
+    """
+    folder = Path(folder).resolve()
+    check_export(folder)
+    data, question = _verify_video(folder)
+    with tempfile.TemporaryDirectory(prefix="videotgb-verify-") as work:
+        video = Path(work) / "video.mp4"
+        video.write_bytes(data)
+        environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+        environment.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_MODULES_CACHE=str(Path(work) / "modules"))
+        try:
+            result = subprocess.run(
+                [sys.executable, "-c", FRESH_PROCESS.format(usage=usage_code(str(folder), str(video), question))],
+                cwd=work,
+                env=environment,
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+            )
+        except subprocess.TimeoutExpired:
+            raise VerifyError(
+                f"{folder}: loading and answering took over {timeout_s:.0f} s in a fresh process"
+            ) from None
+    lines = result.stdout.strip().splitlines()
+    if result.returncode != 0 or not lines:
+        tail = "\n".join(result.stderr.strip().splitlines()[-15:])
+        raise VerifyError(f"{folder} did not load and answer in a fresh process (exit {result.returncode}):\n{tail}")
+    answered = json.loads(lines[-1])
+    answered["answer"] = lines[-3].removeprefix("answer: ")
+    answered["keyframe_timestamps"] = json.loads(lines[-2].removeprefix("keyframes (s): "))
+    if not answered["model_module"].startswith("transformers_modules"):
+        raise VerifyError(f"{folder}: the fresh process loaded {answered['model_module']}, not the folder's code")
+    return {"question": question, **answered}
+
+
+CARD_NAME = "README.md"
+PAPER = (
+    "Efficient Temporal Extrapolation of Multimodal LLMs with Temporal Grounding Bridge for Long Video Understanding"
+)
+CITATION = """\
+@inproceedings{wang2024videotgb,
+  title     = {Efficient Temporal Extrapolation of Multimodal Large Language Models with Temporal Grounding Bridge},
+  author    = {Wang, Yuxuan and Wang, Yueqian and Wu, Pengfei and Liang, Jianxin and Zhao, Dongyan and Liu, Yang and
+               Zheng, Zilong},
+  booktitle = {Proceedings of the 2024 Conference on Empirical Methods in Natural Language Processing},
+  year      = {2024},
+  eprint    = {2402.16050},
+  archivePrefix = {arXiv}
+}"""
+
+
+def check_repo_id(repo_id: str) -> None:
+    """ValueError naming `--repo-id` unless it is a valid ``owner/name`` Hub repo id."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise ValueError(f"--repo-id {repo_id!r} is not a Hub repo id: {error}") from None
+    if repo_id.count("/") != 1:
+        raise ValueError(f"--repo-id {repo_id!r}: expected owner/name")
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def synthetic_eval_results(paths):
+    """`huggingface_hub.EvalResult`s (the model-index) from `videotgb synthetic eval --output` files: the accuracy
+    of the model's own keyframes (mode ``bridge``) on each file's split; ValueError naming a file without it."""
+    from huggingface_hub import EvalResult
+
+    results = []
+    for path in paths:
+        data = _read_json(Path(path))
+        if data is None or "bridge" not in data.get("modes", {}):
+            raise ValueError(f"{path}: not a `videotgb synthetic eval` result file with the bridge mode")
+        split = data["settings"]["split"]
+        results.append(
+            EvalResult(
+                task_type="video-text-to-text",
+                task_name="Video question answering",
+                dataset_type="videotgb-synthetic",
+                dataset_name=f"VideoTGB synthetic videos ({split} split)",
+                dataset_split=split,
+                metric_type="accuracy",
+                metric_name=f"exact-match accuracy, K = {data['settings']['num_keyframes']} keyframes from the bridge",
+                metric_value=round(float(data["modes"]["bridge"]["accuracy"]), 4),
+            )
+        )
+    return results
+
+
+def model_card(folder: str | os.PathLike, repo_id: str, license: str | None = None, eval_files=()):
+    """The `huggingface_hub.ModelCard` of an exported folder: metadata through `ModelCardData` (library, pipeline
+    tag, base model of a converted release, license, tags, model-index from `eval_files`), what the model is, a usage
+    snippet naming `repo_id`, how it was made (its `recipe.json` or `conversion_report.json`), limitations, citation."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    recipe = _read_json(folder / "recipe.json")
+    report = _read_json(folder / "conversion_report.json")
+    name = repo_id.rsplit("/", 1)[-1]
+    data = ModelCardData(
+        model_name=name,
+        library_name="transformers",
+        pipeline_tag="video-text-to-text",
+        license=license,
+        base_model=report["base_vlm"] if report else None,
+        tags=["videotgb", "video-question-answering", "temporal-grounding", "custom_code"],
+        eval_results=synthetic_eval_results(eval_files) or None,
+    )
+    keyframes, candidates = config["num_keyframes"], config["num_candidate_frames"]
+    question = "What colour is the shape that moves down?" if recipe else "What happens after the goal?"
+    if recipe is not None:
+        made = (
+            f"{recipe['description']}, with these commands (no true span is used in training):\n\n```bash\n"
+            + "\n".join(recipe["commands"])
+            + "\n```"
+        )
+        limits = (
+            "A tiny model (64 x 64 frames, word-level tokenizers) trained only on synthetic videos of moving shapes "
+            "and questions about their motion: it shows the mechanism, it does not understand real videos."
+        )
+    elif report is not None:
+        made = (
+            f"Converted from the original release `{Path(report['checkpoint']).name}` (base `{report['base_vlm']}`), "
+            f"bridge mode `{report['bridge_mode']}` (the mode of the release's evaluation code), LoRA `{report['lora']}`"
+            "; the conversion report is `conversion_report.json`."
+        )
+        limits = "The original release's behaviour, including its answers' biases; see the paper's limitations."
+    else:
+        made = "Not recorded in the exported folder."
+        limits = "Not evaluated here; check it on your own videos before relying on it."
+    body = f"""
+# {name}
+
+A [VideoTGB](https://arxiv.org/abs/2402.16050) model (EMNLP 2024, *{PAPER}*). A small Temporal Grounding Bridge
+reads cheap optical flow over {candidates} candidate frames and the question, predicts where in the video the answer
+lies, and picks K = {keyframes} keyframes there; only those go through the vision tower and the language model, so
+long videos cost about as much as short ones.
+
+## Usage
+
+Needs `transformers`, `torch`, `torchvision` and `av`; the model's code comes with the repository
+(`trust_remote_code=True`).
+
+```python
+{usage_code(repo_id, "video.mp4", question)}```
+
+## How it was made
+
+{made}
+
+## Limitations
+
+{limits}
+
+## Citation
+
+```bibtex
+{CITATION}
+```
+"""
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
+
+
+def add_hub_parsers(commands) -> None:
+    """Add `videotgb export` to the `videotgb` sub-command parsers."""
+    parser = commands.add_parser(
+        "export",
+        help="write a self-contained Hub folder for a checkpoint and check it loads without the package",
+        description="Write a Hub folder (safetensors, remote code, processor, auto_map, RAFT weights, "
+        f"{MANIFEST_NAME}) for a VideoTGB checkpoint, then load it in a fresh process without the videotgb package "
+        "(offline, AutoModel / AutoProcessor with trust_remote_code=True) and answer a question about a synthetic "
+        "video.",
+    )
+    parser.add_argument(
+        "--model", required=True, metavar="PATH_OR_HUB_ID", help="VideoTGB checkpoint folder or Hub id"
+    )
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder to write (empty unless --overwrite)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a previous export in --out")
+    parser.add_argument("--no-verify", action="store_true", help="skip the fresh-process load and answer")
+    parser.add_argument("--revision", default=None, help="Hub revision of --model")
+    parser.add_argument(
+        "--max-shard-size", default=DEFAULT_MAX_SHARD_SIZE, help="split weights above this (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--repo-id", default=None, metavar="OWNER/NAME", help="the Hub repo the folder is for: writes its model card"
+    )
+    parser.add_argument("--license", default=None, help="license id for the model card (e.g. apache-2.0)")
+    parser.add_argument(
+        "--eval-results",
+        nargs="+",
+        default=[],
+        metavar="FILE",
+        help="`videotgb synthetic eval --output` files: their bridge accuracy goes into the card's model-index",
+    )
+    parser.set_defaults(run=_export_command)
+
+
+def _export_command(arguments: argparse.Namespace) -> int:
+    folder = export(
+        arguments.model,
+        arguments.out,
+        overwrite=arguments.overwrite,
+        revision=arguments.revision,
+        max_shard_size=arguments.max_shard_size,
+        repo_id=arguments.repo_id,
+        license=arguments.license,
+        eval_files=arguments.eval_results,
+    )
+    print(f"exported: {folder}")
+    if not arguments.no_verify:
+        answered = verify(folder)
+        stamps = ", ".join(f"{seconds:.2f}s" for seconds in answered["keyframe_timestamps"])
+        print(f"verified in a fresh process without the package: {answered['question']} -> {answered['answer']!r}")
+        print(f"keyframes: {stamps}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m videotgb.hub_upload ARGS`: the same as `videotgb export ARGS`."""
+    from .cli import main as cli_main
+
+    return cli_main(["export", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
