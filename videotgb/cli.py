@@ -103,11 +103,20 @@ def check_checkpoint(model_name_or_path: str, revision: str | None = None) -> No
 
 
 def load_processor(model_name_or_path: str, revision: str | None = None):
-    """The checkpoint's `VideoTGBProcessor`, after checking that it is a VideoTGB checkpoint."""
+    """The checkpoint's `VideoTGBProcessor`, after checking that it is a VideoTGB checkpoint; CheckpointError naming
+    the folder when the processor saved with the model cannot be loaded (missing or broken files)."""
     from .processing_videotgb import VideoTGBProcessor
 
     check_checkpoint(model_name_or_path, revision)
-    return VideoTGBProcessor.from_pretrained(model_name_or_path, revision=revision)
+    try:
+        return VideoTGBProcessor.from_pretrained(model_name_or_path, revision=revision)
+    except (OSError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0]
+        raise CheckpointError(
+            f"--model {model_name_or_path}: cannot load the processor saved with the model (processor_config.json, "
+            f"tokenizer.json, qformer_tokenizer/ and bridge_tokenizer/, written by processor.save_pretrained): "
+            f"{reason}"
+        ) from None
 
 
 def load_model(

@@ -51,9 +51,9 @@ class DemoResult:
     def correct(self) -> bool | None:
         if self.gold is None:
             return None
-        from .pseudo_spans import words
+        from .synthetic.evaluate import answers_match
 
-        return words(self.answer) == words(self.gold)
+        return answers_match(self.answer, self.gold)
 
     @property
     def keyframes_inside(self) -> int | None:

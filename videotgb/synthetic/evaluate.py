@@ -178,30 +178,12 @@ def check_new_file(path: str | os.PathLike | None, flag: str, overwrite: bool) -
         raise FileExistsError(f"{flag} {path}: the file exists; choose another name or pass --overwrite")
 
 
-def _load_processor(model_path: str):
-    """The checkpoint's processor; CheckpointError naming the folder when its processor files are missing."""
-    from ..cli import CheckpointError, check_checkpoint
-    from ..processing_videotgb import VideoTGBProcessor
-
-    check_checkpoint(model_path)
-    try:
-        return VideoTGBProcessor.from_pretrained(model_path)
-    except (OSError, ValueError) as error:
-        reason = str(error).strip().splitlines()[0]
-        raise CheckpointError(
-            f"--model {model_path}: cannot load the processor saved with the model (processor_config.json, "
-            f"tokenizer.json, qformer_tokenizer/ and bridge_tokenizer/, written by processor.save_pretrained): "
-            f"{reason}"
-        ) from None
-
-
 def _load_models(model_path: str, modes: tuple[str, ...], max_flow_steps: int | None, device: str | None):
     """The processor, the model and (for ``dense``) a second instance that reads every candidate frame."""
-    from ..cli import load_model
+    from ..cli import load_model, load_processor
     from ..configuration_videotgb import VideoTGBConfig
-    from ..modeling_videotgb import VideoTGBForConditionalGeneration
 
-    processor = _load_processor(model_path)
+    processor = load_processor(model_path)
     if max_flow_steps is not None:
         limit = VideoTGBConfig.from_pretrained(model_path).bridge_config.max_flow_steps
         if max_flow_steps > limit:
@@ -214,10 +196,7 @@ def _load_models(model_path: str, modes: tuple[str, ...], max_flow_steps: int | 
     processor.check_model_config(model.config)
     dense = None
     if "dense" in modes:
-        dense = VideoTGBForConditionalGeneration.from_pretrained(
-            model_path, num_keyframes=model.config.num_candidate_frames, dtype=model.dtype, use_safetensors=True
-        )
-        dense = dense.to(model.device).eval()
+        dense = load_model(model_path, device=model.device, num_keyframes=model.config.num_candidate_frames)
     return processor, model, dense
 
 
