@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -378,6 +379,39 @@ def test_the_converted_folder_answers_through_auto_classes_with_remote_code(conv
     output = model.generate(**inputs, max_new_tokens=3, do_sample=False, return_dict_in_generate=True)
     assert output.sequences.shape[0] == 1 and output.keyframe_indices.shape == (1, 4)
     assert isinstance(processor.batch_decode(output.sequences, skip_special_tokens=True)[0], str)
+
+
+@pytest.mark.slow
+def test_the_converted_folder_exports_with_its_raft_weights_and_answers_in_a_fresh_process(
+    converted, blip_folder, minilm_path, tmp_path
+):
+    from huggingface_hub import ModelCard
+
+    from videotgb.hub_upload import export, read_example, verify
+
+    source = Path(shutil.copytree(converted, tmp_path / "converted"))
+    settings = json.loads((source / "processor_config.json").read_text())
+    settings["max_flow_steps"] = 3  # RAFT-large at 224x224 costs about a second per step on a CPU
+    settings["flow_config"]["raft_iterations"] = 4
+    (source / "processor_config.json").write_text(json.dumps(settings))
+    out = export(source, tmp_path / "hub", repo_id="someone/videotgb-chat", datasets=["someone/video-instruct"])
+    assert (out / RAFT_WEIGHTS_FILE).read_bytes() == (converted / RAFT_WEIGHTS_FILE).read_bytes()
+    card = ModelCard.load(out / "README.md")
+    assert card.data.base_model == [str(blip_folder), str(minilm_path)]  # the BLIP model and the BERT tokenizer
+    assert card.data.datasets == ["someone/video-instruct"]
+    assert "runs in `multi_modal` mode" in card.text
+    example = read_example(out)
+    assert card.data.widget == [
+        {
+            "src": "https://huggingface.co/someone/videotgb-chat/resolve/main/examples/video.mp4",
+            "text": example["question"],
+            "example_title": "Synthetic video: which shape moved?",
+            "output": {"text": example["answer"]},
+        }
+    ]
+    answered = verify(out)  # RAFT flow from the folder's own weights, in a process without the package
+    assert answered["answer"] == example["answer"]
+    assert answered["keyframe_timestamps"] == pytest.approx(example["keyframe_timestamps"], abs=1e-3)
 
 
 def test_processor_resolves_raft_weights_inside_the_folder_and_keeps_the_path_relative(converted, tmp_path):

@@ -11,7 +11,8 @@ import pytest
 from conftest import assert_one_line_error, make_processor, real_vocab_model, run_cli
 
 from videotgb.demo import DEFAULT_MODEL, demo_scene, recipe_of
-from videotgb.hub_upload import MANIFEST_NAME, ExportError, check_export, export, main, verify
+from videotgb.hub_upload import MANIFEST_NAME, ExportError, check_export, export, main, read_example, verify
+from videotgb.synthetic import encode_scene
 
 AUTO_MAP = {
     "AutoConfig": "configuration_videotgb.VideoTGBConfig",
@@ -42,7 +43,7 @@ def copy_of(folder, tmp_path):
 def test_the_export_holds_weights_code_processor_and_carried_files(exported):
     names = {path.name for path in exported.iterdir()}
     shipped = {path.name for path in DEFAULT_MODEL.iterdir()}
-    assert names == shipped | REMOTE_CODE | {"handler.py", "requirements.txt", MANIFEST_NAME}
+    assert names == shipped | REMOTE_CODE | {"handler.py", "requirements.txt", "examples", MANIFEST_NAME}
     config = json.loads((exported / "config.json").read_text())
     assert config.pop("auto_map") == AUTO_MAP
     original = json.loads((DEFAULT_MODEL / "config.json").read_text())
@@ -55,6 +56,17 @@ def test_the_export_holds_weights_code_processor_and_carried_files(exported):
     assert set(manifest["files"]) == {
         path.relative_to(exported).as_posix() for path in exported.rglob("*") if path.is_file()
     } - {MANIFEST_NAME}
+
+
+def test_the_export_answers_its_example_video_and_draws_the_keyframes(exported):
+    example = read_example(exported)
+    scene = demo_scene(recipe_of(DEFAULT_MODEL))
+    assert (exported / example["video"]).read_bytes() == encode_scene(scene)
+    assert example["question"] == scene.question and example["gold"] == scene.answer
+    assert example["answer"] == scene.answer  # the shipped model answers its demo video correctly
+    assert len(example["keyframe_timestamps"]) == 4
+    assert example["true_span_s"] == pytest.approx(scene.events[scene.asked].span_seconds(scene.fps), abs=1e-4)
+    assert (exported / example["picture"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.slow
@@ -190,7 +202,13 @@ def test_the_model_card_renders_reloads_and_its_model_index_round_trips(tmp_path
     assert (result.dataset_split, result.metric_type, result.metric_value) == ("test", "accuracy", 0.8125)
     assert 'AutoModel.from_pretrained("someone/videotgb-tiny", trust_remote_code=True)' in card.text
     assert "videotgb synthetic generate" in card.text  # how it was made, from recipe.json
-    assert "@inproceedings" in card.text
+    assert "@inproceedings" in card.text and "2024.emnlp-main.556" in card.text
+    (widget,) = card.data.widget  # the example the export answered, in the Hub's asset + text widget schema
+    example = read_example(out)
+    assert widget["text"] == example["question"] and widget["output"] == {"text": example["answer"]}
+    assert widget["src"] == "https://huggingface.co/someone/videotgb-tiny/resolve/main/examples/video.mp4"
+    assert "(examples/keyframes.png)" in card.text
+    assert card.data.base_model is None and card.data.datasets is None  # trained from scratch on generated videos
 
 
 class TestModelCardBadInput:

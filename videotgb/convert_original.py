@@ -117,6 +117,7 @@ class ConversionReport:
 
     checkpoint: str
     base_vlm: str
+    bert: str
     bridge_mode: str
     lora: str
     lora_rank: int | None = None
@@ -546,6 +547,7 @@ def convert_original(
     report = ConversionReport(
         checkpoint=os.fspath(checkpoint),
         base_vlm=base_vlm,
+        bert=bert,
         bridge_mode=bridge_mode,
         lora=lora if mapped.lora else "none",
         dropped_by_design=dict(sorted(mapped.dropped.items())),

@@ -34,6 +34,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -144,14 +145,21 @@ def _write_folder(model, processor, staging: Path, max_shard_size: str | int) ->
 
 
 def _copy_extras(source: str, staging: Path, revision: str | None) -> None:
-    """Copy the source's :data:`CARRIED_FILES` (folder or Hub repo) and :data:`CARRIED_FOLDERS` (folder only)."""
+    """Copy the source's :data:`CARRIED_FILES` and :data:`CARRIED_FOLDERS`, from a folder or a Hub repo."""
     for name in CARRIED_FILES:
         found = _source_file(source, name, revision)
         if found is not None:
             shutil.copy2(found, staging / name)
     for name in CARRIED_FOLDERS:
-        if (Path(source) / name).is_dir():
-            shutil.copytree(Path(source) / name, staging / name)
+        if os.path.isdir(source):
+            if (Path(source) / name).is_dir():
+                shutil.copytree(Path(source) / name, staging / name)
+            continue
+        from huggingface_hub import snapshot_download
+
+        snapshot = Path(snapshot_download(source, revision=revision, allow_patterns=[f"{name}/*"]))
+        if (snapshot / name).is_dir():
+            shutil.copytree(snapshot / name, staging / name)
 
 
 def requirements(flow_estimator: str) -> list[str]:
@@ -198,6 +206,7 @@ def export(
     repo_id: str | None = None,
     license: str | None = None,
     eval_files=(),
+    datasets=(),
 ) -> Path:
     """Write a self-contained Hub folder for a VideoTGB checkpoint into `out_dir` (see the module docstring).
 
@@ -213,6 +222,7 @@ def export(
             (`README.md`, :func:`model_card`) whose usage snippet names it.
         license: the card's license id (e.g. ``apache-2.0``); left out of the card when None.
         eval_files: `videotgb synthetic eval --output` files for the card's model-index.
+        datasets: Hub dataset ids the model was trained on, for the card's ``datasets`` field.
 
     The folder is written next to `out_dir` first and moved into place once complete, so a failed export leaves
     `out_dir` as it was. Returns `out_dir` as a Path.
@@ -221,8 +231,8 @@ def export(
     _check_destination(out, overwrite)
     if repo_id is not None:
         check_repo_id(repo_id)
-    elif eval_files:
-        raise ValueError("--eval-results go into the model card, which needs --repo-id")
+    elif eval_files or datasets:
+        raise ValueError("--eval-results and --datasets go into the model card, which needs --repo-id")
     if isinstance(model_or_folder, (str, os.PathLike)):
         from .cli import load
 
@@ -242,8 +252,11 @@ def export(
         if isinstance(model_or_folder, (str, os.PathLike)):
             _copy_extras(source, staging, revision)
         _write_endpoint_files(staging)
+        _write_example(model, processor, staging)
         if repo_id is not None:
-            model_card(staging, repo_id, license=license, eval_files=eval_files).save(staging / CARD_NAME)
+            model_card(staging, repo_id, license=license, eval_files=eval_files, datasets=datasets).save(
+                staging / CARD_NAME
+            )
         pickles = [name for name in _files(staging) if name.endswith(PICKLE_SUFFIXES)]
         if pickles:
             raise ExportError(f"{source}: the export would hold pickle files {', '.join(pickles)}")
@@ -316,39 +329,87 @@ def usage_code(repo: str, video: str, question: str) -> str:
 FRESH_PROCESS = """\
 import json, sys
 sys.modules["videotgb"] = None  # the package must not be needed: importing it now raises ImportError
-{usage}print(json.dumps({{"model_module": type(model).__module__, "processor_module": type(processor).__module__}}))
+{usage}print(json.dumps({{
+    "answer": processor.batch_decode(output.sequences, skip_special_tokens=True)[0].strip(),
+    "keyframe_timestamps": [float(clip.candidate_timestamps[i]) for i in output.keyframe_indices[0].tolist()],
+    "model_module": type(model).__module__,
+    "processor_module": type(processor).__module__,
+}}))
 """
-"""The script `verify` runs in a fresh interpreter: the usage code, then the modules its classes came from."""
+"""The script `verify` runs in a fresh interpreter: the usage code, then one JSON line with its answer, keyframe times
+and the modules its classes came from."""
 
 
-def _verify_video(manifest_folder: Path) -> tuple[bytes, str]:
-    """A synthetic video (H.264 MP4 bytes) and its question: the demo's scene for a model of the synthetic recipe,
-    else a short scene of the generator's defaults."""
+EXAMPLE_FOLDER = "examples"
+EXAMPLE_VIDEO = f"{EXAMPLE_FOLDER}/video.mp4"
+EXAMPLE_PICTURE = f"{EXAMPLE_FOLDER}/keyframes.png"
+EXAMPLE_RESULT = f"{EXAMPLE_FOLDER}/example.json"
+EXAMPLE_MAX_NEW_TOKENS = 16
+"""The export's worked example: a synthetic video, the exported model's answer and keyframes (the card's widget entry
+and picture), which `verify` must reproduce in a fresh process; the same token budget as :data:`USAGE_CODE`."""
+
+
+def _example_scene(folder: Path):
+    """The example's synthetic scene: the demo's scene for a model of the synthetic recipe (its ``recipe.json``), else
+    a short scene of the generator's defaults."""
     from .demo import demo_scene, recipe_of
-    from .synthetic import SyntheticConfig, encode_scene, make_scene
+    from .synthetic import SyntheticConfig, make_scene
 
-    recipe = recipe_of(manifest_folder)
+    recipe = recipe_of(folder)
     if recipe is not None:
-        scene = demo_scene(recipe)
-    else:
-        scene = make_scene(SyntheticConfig(num_videos={"test": 1}, num_frames=64, event_frames=16), "test", 0)
-    return encode_scene(scene), scene.question
+        return demo_scene(recipe)
+    return make_scene(SyntheticConfig(num_videos={"test": 1}, num_frames=64, event_frames=16), "test", 0)
+
+
+def _write_example(model, processor, staging: Path) -> dict[str, Any]:
+    """Encode the example video into `staging`, answer it with the exported model in this process, draw its keyframes
+    over the bridge's span probability, and record the result (:data:`EXAMPLE_RESULT`)."""
+    from .demo import plot_demo, run_demo
+    from .synthetic import encode_scene
+
+    scene = _example_scene(staging)
+    (staging / EXAMPLE_FOLDER).mkdir()
+    (staging / EXAMPLE_VIDEO).write_bytes(encode_scene(scene))
+    result = run_demo(model, processor, staging / EXAMPLE_VIDEO, scene.question, EXAMPLE_MAX_NEW_TOKENS)
+    result.gold, result.true_span_s = scene.answer, scene.events[scene.asked].span_seconds(scene.fps)
+    plot_demo(result, staging / EXAMPLE_PICTURE)
+    example = {
+        "video": EXAMPLE_VIDEO,
+        "question": scene.question,
+        "answer": result.answer,
+        "gold": scene.answer,
+        "keyframe_timestamps": [round(seconds, 4) for seconds in result.keyframe_timestamps],
+        "true_span_s": [round(seconds, 4) for seconds in result.true_span_s],
+        "picture": EXAMPLE_PICTURE,
+    }
+    (staging / EXAMPLE_RESULT).write_text(json.dumps(example, indent=2) + "\n", encoding="utf-8")
+    return example
+
+
+def read_example(folder: str | os.PathLike) -> dict[str, Any]:
+    """The example an export answered (:data:`EXAMPLE_RESULT`); ExportError when the folder has none."""
+    path = Path(folder) / EXAMPLE_RESULT
+    if not path.is_file():
+        raise ExportError(f"{folder}: no {EXAMPLE_RESULT}; make the folder with `videotgb export`")
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def verify(folder: str | os.PathLike, timeout_s: float = VERIFY_TIMEOUT_S) -> dict[str, Any]:
     """Check an exported folder (:func:`check_export`), then load it in a fresh Python process (offline, without the
     `videotgb` package, outside the repository, with an empty remote-code module cache) through `AutoModel` /
-    `AutoProcessor` with `trust_remote_code=True` and answer a question about a synthetic video.
+    `AutoProcessor` with `trust_remote_code=True` and answer the export's example question about its example video.
 
     Returns ``{"question", "answer", "keyframe_timestamps", "model_module", "processor_module"}``; VerifyError with
-    the process's last stderr lines when it fails or does not load the folder's own code.
+    the process's last stderr lines when it fails, when it does not load the folder's own code, or when its answer
+    differs from the one the export recorded (:data:`EXAMPLE_RESULT`, the card's widget output).
     """
     folder = Path(folder).resolve()
     check_export(folder)
-    data, question = _verify_video(folder)
+    example = read_example(folder)
+    question = example["question"]
     with tempfile.TemporaryDirectory(prefix="videotgb-verify-") as work:
         video = Path(work) / "video.mp4"
-        video.write_bytes(data)
+        shutil.copyfile(folder / example["video"], video)
         environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
         environment.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_MODULES_CACHE=str(Path(work) / "modules"))
         try:
@@ -368,25 +429,33 @@ def verify(folder: str | os.PathLike, timeout_s: float = VERIFY_TIMEOUT_S) -> di
     if result.returncode != 0 or not lines:
         tail = "\n".join(result.stderr.strip().splitlines()[-15:])
         raise VerifyError(f"{folder} did not load and answer in a fresh process (exit {result.returncode}):\n{tail}")
-    answered = json.loads(lines[-1])
-    answered["answer"] = lines[-3].removeprefix("answer: ")
-    answered["keyframe_timestamps"] = json.loads(lines[-2].removeprefix("keyframes (s): "))
+    answered = json.loads(lines[-1])  # JSON: an answer's own line breaks are escaped there
     if not answered["model_module"].startswith("transformers_modules"):
         raise VerifyError(f"{folder}: the fresh process loaded {answered['model_module']}, not the folder's code")
+    if answered["answer"] != example["answer"]:
+        raise VerifyError(
+            f"{folder}: the fresh process answered {answered['answer']!r} about {example['video']}, the export "
+            f"recorded {example['answer']!r} in {EXAMPLE_RESULT}"
+        )
     return {"question": question, **answered}
 
 
 CARD_NAME = "README.md"
-PAPER = (
-    "Efficient Temporal Extrapolation of Multimodal LLMs with Temporal Grounding Bridge for Long Video Understanding"
-)
+PAPER = "Efficient Temporal Extrapolation of Multimodal Large Language Models with Temporal Grounding Bridge"
+"""The paper's published title (EMNLP 2024 main conference, ACL Anthology 2024.emnlp-main.556; arXiv 2402.16050)."""
 CITATION = """\
-@inproceedings{wang2024videotgb,
+@inproceedings{wang-etal-2024-efficient,
   title     = {Efficient Temporal Extrapolation of Multimodal Large Language Models with Temporal Grounding Bridge},
   author    = {Wang, Yuxuan and Wang, Yueqian and Wu, Pengfei and Liang, Jianxin and Zhao, Dongyan and Liu, Yang and
                Zheng, Zilong},
   booktitle = {Proceedings of the 2024 Conference on Empirical Methods in Natural Language Processing},
+  month     = nov,
   year      = {2024},
+  address   = {Miami, Florida, USA},
+  publisher = {Association for Computational Linguistics},
+  pages     = {9972--9987},
+  url       = {https://aclanthology.org/2024.emnlp-main.556/},
+  doi       = {10.18653/v1/2024.emnlp-main.556},
   eprint    = {2402.16050},
   archivePrefix = {arXiv}
 }"""
@@ -434,28 +503,52 @@ def synthetic_eval_results(paths):
     return results
 
 
-def model_card(folder: str | os.PathLike, repo_id: str, license: str | None = None, eval_files=()):
+def widget_example(repo_id: str, example: dict[str, Any]) -> dict[str, Any]:
+    """The card's ``widget`` entry for the export's example: the Hub's documented widget-example schema for an asset
+    and a text (``src``, ``text``, ``example_title``, ``output.text`` — the form visual question answering uses; the
+    Hub lists no video-text-to-text widget of its own), with the answer the exported model actually gave."""
+    return {
+        "src": f"https://huggingface.co/{repo_id}/resolve/main/{example['video']}",
+        "text": example["question"],
+        "example_title": "Synthetic video: which shape moved?",
+        "output": {"text": example["answer"]},
+    }
+
+
+def model_card(folder: str | os.PathLike, repo_id: str, license: str | None = None, eval_files=(), datasets=()):
     """The `huggingface_hub.ModelCard` of an exported folder: metadata through `ModelCardData` (library, pipeline
-    tag, base model of a converted release, license, tags, model-index from `eval_files`), what the model is, a usage
-    snippet naming `repo_id`, how it was made (its `recipe.json` or `conversion_report.json`), limitations, citation."""
+    tag, base models of a converted release, datasets, license, tags, the widget example, model-index from
+    `eval_files`), what the model is with the example's keyframe picture, a usage snippet naming `repo_id`, how it was
+    made (its `recipe.json` or `conversion_report.json`), limitations, citation.
+
+    Args:
+        folder: the export (with its example, :data:`EXAMPLE_RESULT`).
+        repo_id: the Hub repo (``owner/name``) the card is for.
+        license: license id, or None to leave it out.
+        eval_files: evaluation result files for the model-index (:func:`synthetic_eval_results`).
+        datasets: Hub dataset ids the model was trained on, for the ``datasets`` field.
+    """
     from huggingface_hub import ModelCard, ModelCardData
 
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     recipe = _read_json(folder / "recipe.json")
     report = _read_json(folder / "conversion_report.json")
+    example = read_example(folder)
     name = repo_id.rsplit("/", 1)[-1]
     data = ModelCardData(
         model_name=name,
         library_name="transformers",
         pipeline_tag="video-text-to-text",
         license=license,
-        base_model=report["base_vlm"] if report else None,
+        base_model=[report["base_vlm"], report["bert"]] if report else None,
+        datasets=list(datasets) or None,
         tags=["videotgb", "video-question-answering", "temporal-grounding", "custom_code"],
+        widget=[widget_example(repo_id, example)],
         eval_results=synthetic_eval_results(eval_files) or None,
     )
     keyframes, candidates = config["num_keyframes"], config["num_candidate_frames"]
-    question = "What colour is the shape that moves down?" if recipe else "What happens after the goal?"
+    question = example["question"]
     if recipe is not None:
         made = (
             f"{recipe['description']}, with these commands (no true span is used in training):\n\n```bash\n"
@@ -468,14 +561,23 @@ def model_card(folder: str | os.PathLike, repo_id: str, license: str | None = No
         )
     elif report is not None:
         made = (
-            f"Converted from the original release `{Path(report['checkpoint']).name}` (base `{report['base_vlm']}`), "
-            f"bridge mode `{report['bridge_mode']}` (the mode of the release's evaluation code), LoRA `{report['lora']}`"
-            "; the conversion report is `conversion_report.json`."
+            f"Converted from the original release `{Path(report['checkpoint']).name}` (base `{report['base_vlm']}`, "
+            f"the bridge's question tokenizer `{report['bert']}`). The bridge runs in `{report['bridge_mode']}` mode: "
+            "every one of its layers reads flow and question together, as the release's evaluation code ran it. LoRA: "
+            f"`{report['lora']}`. Every key of the release and where it went is in `conversion_report.json`."
         )
         limits = "The original release's behaviour, including its answers' biases; see the paper's limitations."
     else:
         made = "Not recorded in the exported folder."
         limits = "Not evaluated here; check it on your own videos before relying on it."
+    stamps = ", ".join(f"{seconds:.2f} s" for seconds in example["keyframe_timestamps"])
+    start, end = example["true_span_s"]
+    example_text = (
+        f"Asked *{example['question']}* about a synthetic video (`{example['video']}`) whose event lies at "
+        f"{start:.2f}–{end:.2f} s, this model answered **{example['answer']}** (gold: {example['gold']}) from keyframes "
+        f"at {stamps}. The picture shows those keyframes, and under them the bridge's probability that each moment "
+        "lies in the span it predicted, with the true event shaded."
+    )
     body = f"""
 # {name}
 
@@ -483,6 +585,12 @@ A [VideoTGB](https://arxiv.org/abs/2402.16050) model (EMNLP 2024, *{PAPER}*). A 
 reads cheap optical flow over {candidates} candidate frames and the question, predicts where in the video the answer
 lies, and picks K = {keyframes} keyframes there; only those go through the vision tower and the language model, so
 long videos cost about as much as short ones.
+
+## Example
+
+{example_text}
+
+![The example's keyframes over the bridge's span probability]({EXAMPLE_PICTURE})
 
 ## Usage
 
@@ -509,8 +617,128 @@ Needs `transformers`, `torch`, `torchvision` and `av`; the model's code comes wi
     return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
 
 
+STALE_SUFFIXES = (".safetensors", ".json", ".py", ".txt", ".model", *PICKLE_SUFFIXES)
+"""Files of the kinds an export writes (weights, configs, code, tokenizer files) and pickles: a push deletes those
+the Hub repo holds but the export does not, so no stale shard, config or code is loaded beside the new ones."""
+
+
+@dataclass
+class PushPlan:
+    """What :func:`push` commits: every file of the export with its size, and (after contacting the Hub) the stale
+    files it deletes in the same commit."""
+
+    folder: Path
+    repo_id: str
+    files: dict[str, int]
+    deletions: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        """The files (and deletions) as printed lines, with the total size."""
+        width = max(len(name) for name in self.files)
+        lines = [f"  {name:<{width}}  {_size(size):>9}" for name, size in self.files.items()]
+        lines.append(f"{len(self.files)} files, {_size(sum(self.files.values()))}")
+        lines += [f"  delete {name} (in the repo, not in this export)" for name in self.deletions]
+        return "\n".join(lines)
+
+
+def _size(count: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if count < 1000 or unit == "GB":
+            return f"{count} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    raise AssertionError("unreachable")
+
+
+def plan_push(folder: str | os.PathLike, repo_id: str) -> PushPlan:
+    """Check the repo id and the export (:func:`check_export`, the model card present and written for `repo_id`)
+    and list what a push would commit; nothing is contacted."""
+    check_repo_id(repo_id)
+    folder = Path(folder)
+    manifest = check_export(folder)
+    card = folder / CARD_NAME
+    if not card.is_file():
+        raise ExportError(f"{folder}: no model card ({CARD_NAME}); export with --repo-id {repo_id}")
+    if json.dumps(repo_id) not in card.read_text(encoding="utf-8"):
+        raise ExportError(
+            f"{card}: the model card was written for another repo; export again with --repo-id {repo_id}"
+        )
+    files = {name: recorded["size"] for name, recorded in manifest["files"].items()}
+    files[MANIFEST_NAME] = (folder / MANIFEST_NAME).stat().st_size
+    return PushPlan(folder=folder, repo_id=repo_id, files=dict(sorted(files.items())))
+
+
+def push(
+    folder: str | os.PathLike,
+    repo_id: str,
+    token: str | None = None,
+    private: bool | None = None,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    create_pr: bool = False,
+    dry_run: bool = False,
+    endpoint: str | None = None,
+) -> tuple[PushPlan, Any]:
+    """Upload an export to the Hub as one commit.
+
+    The folder is checked first (:func:`plan_push`: a valid repo id, nothing the export did not write, no pickle, no
+    changed file, a model card for `repo_id`). With `dry_run` that is all: the plan is returned with commit info None
+    and nothing is contacted. Otherwise the repo is created if absent (`private` applies only then), the branch
+    `revision` is created from the default branch if absent (not with `create_pr`), and one commit adds every file of
+    the export and deletes the repo's stale files of the export's kinds (:data:`STALE_SUFFIXES`) — either all of it
+    lands or none.
+
+    Args:
+        folder: the export (`videotgb export --repo-id ...`).
+        repo_id: ``owner/name``.
+        token: a Hub token; by default ``HF_TOKEN`` or the one `hf auth login` stored. It is never printed or logged.
+        private: make a new repo private.
+        revision: the branch to commit to (default: the repo's default branch); with `create_pr`, the branch the pull
+            request targets.
+        commit_message: the commit's title.
+        create_pr: open a pull request with the commit instead of committing to the branch.
+        dry_run: only check and list.
+        endpoint: the Hub's URL (default: ``HF_ENDPOINT`` or huggingface.co).
+
+    Returns ``(plan, commit_info)``; PermissionError naming the ways to give a token when none is found.
+    """
+    plan = plan_push(folder, repo_id)
+    if dry_run:
+        return plan, None
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
+    from huggingface_hub.errors import RevisionNotFoundError
+
+    token = token or get_token()
+    if not token:
+        raise PermissionError(
+            f"pushing to {repo_id} needs a Hub token with write access: set HF_TOKEN or run `hf auth login` "
+            "(--dry-run lists the files without one)"
+        )
+    api = HfApi(endpoint=endpoint, token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    if revision is not None and not create_pr:
+        api.create_branch(repo_id, branch=revision, exist_ok=True)
+    try:
+        present = api.list_repo_files(repo_id, revision=revision)
+    except RevisionNotFoundError:
+        raise ValueError(
+            f"--revision {revision}: no such branch in {repo_id} to open a pull request against"
+        ) from None
+    plan.deletions = sorted(name for name in present if name not in plan.files and name.endswith(STALE_SUFFIXES))
+    operations = [CommitOperationAdd(name, plan.folder / name) for name in plan.files]
+    operations += [CommitOperationDelete(name) for name in plan.deletions]
+    info = api.create_commit(
+        repo_id,
+        operations,
+        commit_message=commit_message or f"Upload VideoTGB export ({len(plan.files)} files)",
+        revision=revision,
+        create_pr=create_pr,
+    )
+    logger.info("pushed %s to %s: %s", plan.folder, repo_id, info.pr_url or info.commit_url)
+    return plan, info
+
+
 def add_hub_parsers(commands) -> None:
-    """Add `videotgb export` to the `videotgb` sub-command parsers."""
+    """Add `videotgb export` and `videotgb push` to the `videotgb` sub-command parsers."""
     parser = commands.add_parser(
         "export",
         help="write a self-contained Hub folder for a checkpoint and check it loads without the package",
@@ -540,7 +768,57 @@ def add_hub_parsers(commands) -> None:
         metavar="FILE",
         help="`videotgb synthetic eval --output` files: their bridge accuracy goes into the card's model-index",
     )
+    parser.add_argument(
+        "--datasets",
+        nargs="+",
+        default=[],
+        metavar="DATASET_ID",
+        help="Hub dataset ids the model was trained on, for the model card's datasets field",
+    )
     parser.set_defaults(run=_export_command)
+    add_push_parser(commands)
+
+
+def add_push_parser(commands) -> None:
+    """Add `videotgb push` to the `videotgb` sub-command parsers."""
+    parser = commands.add_parser(
+        "push",
+        help="upload an export to the Hugging Face Hub as one commit",
+        description="Check an export (`videotgb export --repo-id ...`: nothing it did not write, no pickle, no changed "
+        "file, a model card for --repo-id) and upload it to the Hub as one commit, which also deletes the repo's stale "
+        "weights, configs and code. The token comes from HF_TOKEN or `hf auth login` (never from the command line) and "
+        "is never printed. --dry-run lists the files and sizes without contacting the Hub.",
+    )
+    parser.add_argument("--folder", required=True, metavar="DIR", help="the export to upload")
+    parser.add_argument("--repo-id", required=True, metavar="OWNER/NAME", help="the Hub model repo")
+    parser.add_argument("--private", action="store_true", help="create the repo private (an existing repo keeps its)")
+    parser.add_argument(
+        "--revision", default=None, metavar="BRANCH", help="branch to commit to (created if absent); with "
+        "--create-pr, the branch the pull request targets"
+    )  # fmt: skip
+    parser.add_argument("--commit-message", default=None, help="the commit's title")
+    parser.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
+    parser.add_argument("--dry-run", action="store_true", help="check and list the files; upload nothing")
+    parser.set_defaults(run=_push_command)
+
+
+def _push_command(arguments: argparse.Namespace) -> int:
+    plan, info = push(
+        arguments.folder,
+        arguments.repo_id,
+        private=True if arguments.private else None,
+        revision=arguments.revision,
+        commit_message=arguments.commit_message,
+        create_pr=arguments.create_pr,
+        dry_run=arguments.dry_run,
+    )
+    print(f"{'would commit' if arguments.dry_run else 'committed'} to {arguments.repo_id}:")
+    print(plan.describe())
+    if info is None:
+        print("dry run: nothing was uploaded")
+    else:
+        print(f"pull request: {info.pr_url}" if info.pr_url else f"commit: {info.commit_url}")
+    return 0
 
 
 def _export_command(arguments: argparse.Namespace) -> int:
@@ -553,6 +831,7 @@ def _export_command(arguments: argparse.Namespace) -> int:
         repo_id=arguments.repo_id,
         license=arguments.license,
         eval_files=arguments.eval_results,
+        datasets=arguments.datasets,
     )
     print(f"exported: {folder}")
     if not arguments.no_verify:
