@@ -293,3 +293,40 @@ def test_a_conversion_report_and_a_lora_adapter_are_carried_and_a_pickled_adapte
         export(source, tmp_path / "hub-2")
     assert not (tmp_path / "hub-2").exists()
     assert [path.name for path in tmp_path.iterdir() if path.name.startswith(".")] == []  # no staging left behind
+
+
+def test_a_hub_id_source_is_exported_with_its_carried_files_from_the_cache(tmp_path):
+    """A Hub id goes through huggingface_hub's cache (offline here): the weights, processor and carried files,
+    `lora_adapter/` included, come from the cached snapshot."""
+    import os
+    import subprocess
+    import sys
+
+    cache = tmp_path / "hub-cache"
+    repo = cache / "models--someone--videotgb-converted"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = shutil.copytree(DEFAULT_MODEL, repo / "snapshots" / commit)
+    (snapshot / "recipe.json").unlink()
+    (snapshot / "conversion_report.json").write_text('{"checkpoint": "release.ckpt"}')
+    (snapshot / "lora_adapter").mkdir()
+    (snapshot / "lora_adapter" / "adapter_model.safetensors").write_bytes(b"weights")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    for absent in ("qformer_tokenizer/config.json", "bridge_tokenizer/config.json"):
+        # what an online load leaves behind: AutoTokenizer asks the Hub for a sub-tokenizer's config.json, and the
+        # cache records that the repo has none (transformers' own behaviour, as for InstructBLIP's qformer_tokenizer)
+        (repo / ".no_exist" / commit / absent).parent.mkdir(parents=True, exist_ok=True)
+        (repo / ".no_exist" / commit / absent).touch()
+    env = dict(os.environ, HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="1")
+    out = tmp_path / "hub"
+    result = subprocess.run(
+        [sys.executable, "-m", "videotgb.cli", "export", "--model", "someone/videotgb-converted", "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("conversion_report.json", "lora_adapter/adapter_model.safetensors", "model.safetensors"):
+        assert (out / name).read_bytes() == (snapshot / name).read_bytes()
+    assert json.loads((out / MANIFEST_NAME).read_text())["source"] == "someone/videotgb-converted"
