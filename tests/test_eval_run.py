@@ -258,6 +258,8 @@ def test_an_interrupted_run_resumes_without_repeating_items(videochatgpt, video_
 
     status, out, _ = run_cli(*_vcg_args(videochatgpt, video_dir, predictions))
     assert status == 0 and "6 already" in out and count_generations["rows"] == 4  # a finished file: nothing to do
+    status, out, _ = run_cli(*_vcg_args(videochatgpt, video_dir, predictions, "--limit", "2"))
+    assert status == 0 and "2 items; 2 already" in out and count_generations["rows"] == 4
 
 
 def test_a_line_cut_short_by_a_crash_is_removed_and_its_item_answered_again(

@@ -318,6 +318,7 @@ def run_benchmark(
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"{flag} {value!r}: must be a positive integer")
     settings = generation_settings(generation, max_new_tokens, seed)
+    every_id = {item.id for item in items}
     items = list(items)[:limit]
     path = Path(predictions_path)
     expected = {"model": str(model_path), "benchmark": benchmark, "format": format_, "generation": settings}
@@ -325,11 +326,13 @@ def run_benchmark(
     partial = False
     if path.exists() and not overwrite:
         records, partial = read_predictions(path)
-        done = _check_resumable(records, path, expected, {item.id for item in items})
+        done = _check_resumable(records, path, expected, every_id)
     pending = [item for item in items if item.id not in done]
     summary = RunSummary(items=len(items), skipped=len(items) - len(pending), dropped_partial_line=partial)
     if done:
-        logger.warning(f"{path}: resuming; {len(done)} of {len(items)} items are answered already and are skipped")
+        logger.warning(
+            f"{path}: resuming; {summary.skipped} of {len(items)} items are answered already and are skipped"
+        )
 
     target = resolve_device(device)
     processor = load_processor(str(model_path), revision) if pending else None
