@@ -365,6 +365,7 @@ def test_synthetic_run_with_the_original_sampling_settings(tmp_path, count_gener
         assert len(line["gold_span_seconds"]) == 2 and len(line["predicted_span_seconds"]) == 2
 
 
+@pytest.mark.slow
 def test_python_module_entry_point_reports_bad_input_in_one_line(tmp_path):
     import subprocess
     import sys
