@@ -11,6 +11,8 @@ videotgb data pseudo-spans --shards SHARDS_DIR --model CHECKPOINT --output SPANS
 videotgb synthetic generate --out DIR --seed 0 --num-videos 100 --frames 256 [--shards]
 videotgb synthetic train --out DIR --seed 0
 videotgb synthetic eval --model CHECKPOINT --data DIR [--split test] [--output results.json]
+videotgb eval run --model CHECKPOINT (--questions Q.json --answers A.json | --multiple-choice FILE) --video-dir DIR
+                  --predictions PREDICTIONS.jsonl     (or --synthetic DIR; resumes an interrupted run)
 
 Errors that come from the inputs (a missing file, a folder that is not a VideoTGB checkpoint, an undecodable video,
 a device this machine lacks) are printed as one line and exit with status 2.
@@ -730,6 +732,14 @@ def _add_synthetic_commands(commands) -> None:
     add_eval_parser(synthetic_commands)
 
 
+def _add_eval_commands(commands) -> None:
+    from .evaluation.run import add_run_parser
+
+    evaluation = commands.add_parser("eval", help="evaluate a model on video QA benchmarks")
+    eval_commands = evaluation.add_subparsers(dest="eval_command", required=True)
+    add_run_parser(eval_commands)
+
+
 DTYPES = ["auto", "float32", "bfloat16", "float16"]
 
 
@@ -802,6 +812,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_data_commands(commands)
     _add_synthetic_commands(commands)
+    _add_eval_commands(commands)
     add_convert_parser(commands)
     add_hub_parsers(commands)
     return parser
@@ -880,7 +891,11 @@ def main(argv: list[str] | None = None) -> int:
     except expected_errors() as error:
         if os.environ.get("VIDEOTGB_TRACEBACK"):
             raise
-        subcommand = getattr(arguments, "data_command", None) or getattr(arguments, "synthetic_command", None)
+        subcommand = (
+            getattr(arguments, "data_command", None)
+            or getattr(arguments, "synthetic_command", None)
+            or getattr(arguments, "eval_command", None)
+        )
         command = " ".join(filter(None, [arguments.command, subcommand]))
         print(f"videotgb {command}: error: {error}", file=sys.stderr)
         return 2
