@@ -1,0 +1,1 @@
+"""Evaluation: benchmarks, predictions, judge and judge-free metrics."""
