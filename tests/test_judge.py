@@ -91,11 +91,10 @@ def test_judge_scripted_server_scores_retries_failures_and_cache(tmp_path):
         judge = VideoChatGPTJudge(settings(server.url, tmp_path / "cache"))
         judgements = judge.judge(items(SCRIPT))
         by_question = {j["id"][3:]: j for j in judgements}
-        for question, (state, answer, score, requests, http_retries, parse_retries) in EXPECTED.items():
-            judgement = by_question[question]
-            got = tuple(judgement[k] for k in ("status", "verdict", "score", "requests", "http_retries"))
-            assert got + (judgement["parse_retries"],) == EXPECTED[question], question
-            assert server.requests[question] == requests, question
+        fields = ("status", "verdict", "score", "requests", "http_retries", "parse_retries")
+        for question, expected in EXPECTED.items():
+            assert tuple(by_question[question][k] for k in fields) == expected, question
+            assert server.requests[question] == expected[3], question
         assert [j["id"] for j in judgements] == [f"id-{q}" for q in SCRIPT]  # in the order asked
         assert server.total == 16
         assert {j["response_model"] for j in judgements if j["status"] != "request_failure"} == {
@@ -128,7 +127,9 @@ def test_judge_scripted_server_scores_retries_failures_and_cache(tmp_path):
                 "error": "the reply is not a Python dict literal: 'no idea, sorry'",
             }
         ]
-        assert summary["request_failures"] == [{"id": "id-q-500-always", "error": by_question["q-500-always"]["error"]}]
+        assert summary["request_failures"] == [
+            {"id": "id-q-500-always", "error": by_question["q-500-always"]["error"]}
+        ]
         assert judge.info(judgements)["model"] == MODEL + REPORTED_MODEL_SUFFIX
         assert all(header["authorization"] == f"Bearer {KEY}" for header in server.headers)
 
