@@ -5,10 +5,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
 
 import pytest
-from judge_server import FINGERPRINT, REPORTED_MODEL_SUFFIX, JudgeServer, reply, serve, sleep, status, verdict
+from judge_server import (
+    FINGERPRINT,
+    REPORTED_MODEL_SUFFIX,
+    JudgeServer,
+    free_port,
+    reply,
+    serve,
+    sleep,
+    status,
+    verdict,
+)
 
 from videotgb.evaluation.judge import (
     JudgeConfigError,
@@ -146,12 +155,6 @@ def test_judge_scripted_server_scores_retries_failures_and_cache(tmp_path):
 
     cached = [path.read_text() for path in (tmp_path / "cache").rglob("*.json")]
     assert len(cached) == 7 and not any(KEY in text for text in cached)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_refused_connection_names_the_url(tmp_path):
