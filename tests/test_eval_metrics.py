@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -125,3 +127,22 @@ def test_metric_modules_load_offline_in_a_fresh_process(tmp_path):
     assert (judged["accuracy"], judged["score"]) == (0.5, 2.75)
     assert judged["counts"]["judged"] == 2 and judged["counts"]["requests"] == 2
     assert judged["judge"]["model"] == "judge-test-2024-01-25"
+
+
+def test_metric_modules_are_in_the_wheel(tmp_path):
+    # `pip install .` (not only an editable install) must carry the metric scripts: build the wheel from a copy
+    source = tmp_path / "source"
+    shutil.copytree(ROOT / "videotgb", source / "videotgb", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("setup.cfg", "pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), "."],
+        cwd=source,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (wheel,) = tmp_path.glob("videotgb-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for name in METRICS:
+        assert f"videotgb/evaluation/metric_modules/{name}/{name}.py" in names
