@@ -1,4 +1,4 @@
-"""The Video-ChatGPT judge: an LLM rates each open-ended answer yes / no and 0-5 (docs/evaluation-scoring.md#the-judge).
+"""The Video-ChatGPT judge: an LLM rates each open-ended answer yes / no and 0-5 (docs/evaluation.md#the-judge).
 
 The prompt is copied word for word from Video-ChatGPT (https://github.com/mbzuai-oryx/Video-ChatGPT,
 ``quantitative_evaluation/evaluate_activitynet_qa.py``, commit 659e04b2ce4bb518b663eb06f7db27b4971e8bde), the

@@ -1,4 +1,4 @@
-"""Judge-free metrics of video QA answers and predicted spans (docs/evaluation-scoring.md#judge-free-metrics).
+"""Judge-free metrics of video QA answers and predicted spans (docs/evaluation.md#judge-free-metrics).
 
 Plain functions over Python values, shared by `videotgb eval score`, the `evaluate` metric modules in
 ``videotgb/evaluation/metric_modules`` and the synthetic benchmark (`videotgb synthetic eval`):

@@ -1,5 +1,5 @@
 """`videotgb eval score`: predictions JSONL -> judged and judge-free scores, report and results file
-(docs/evaluation-scoring.md).
+(docs/evaluation.md).
 
 Every benchmark in the predictions is scored: the Video-ChatGPT judge (:mod:`videotgb.evaluation.judge`) on the
 open-ended items when a judge is asked (not ``--no-judge``), exact match and token F1 on every open-ended item,
@@ -385,7 +385,7 @@ examples:
   videotgb eval score --predictions preds.jsonl --out scores \\
       --judge-base-url http://127.0.0.1:8000/v1 --judge-model Qwen2.5-7B-Instruct --judge-api-key local
 
-See docs/evaluation-scoring.md.
+See docs/evaluation.md.
 """
 
 

@@ -1,4 +1,4 @@
-"""`evaluate` metric modules shipped with the package, loadable offline (docs/evaluation-scoring.md#metric-modules).
+"""`evaluate` metric modules shipped with the package, loadable offline (docs/evaluation.md#metric-modules).
 
 Each folder holds one metric script of the same name; load it with ``evaluate.load(metric_path(name))``:
 
