@@ -5,9 +5,10 @@ message): the n-th request about a question plays the n-th action of its script 
 
 - ``reply(text)``: a 200 chat completion whose message content is `text`;
 - ``status(code)``: an error response with ``retry-after-ms: 10`` (so the client's retry waits 10 ms);
-- ``sleep(seconds, text)``: wait, then reply (past the client's timeout the client has given up and retries).
+- ``sleep(seconds, reply(...))``: wait, then reply (past the client's timeout the client has given up and retries).
 
-The server counts every request it receives, per question and in total, and remembers the headers.
+The server counts every request it receives, per question and in total, remembers the headers, and records the
+largest number of requests it was answering at once.
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ def status(code: int) -> tuple:
     return ("status", code)
 
 
-def sleep(seconds: float, text: str) -> tuple:
-    return ("sleep", seconds, text)
+def sleep(seconds: float, then: tuple) -> tuple:
+    """Wait, then play the reply action `then`."""
+    return ("sleep", seconds, then[-1])
 
 
 def verdict(pred: str, score: float) -> tuple:
@@ -57,6 +59,8 @@ class JudgeServer:
     default: tuple = field(default_factory=lambda: verdict("yes", 5))
     requests: Counter = field(default_factory=Counter)
     headers: list[dict[str, str]] = field(default_factory=list)
+    in_flight: int = 0
+    most_in_flight: int = 0
     url: str = ""
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -79,26 +83,37 @@ class JudgeServer:
                 self.headers.append(dict(request.headers))
             actions = self.script.get(question, [self.default])
             action = actions[min(number, len(actions) - 1)]
-            if action[0] == "status":
-                return JSONResponse(
-                    {"error": {"message": f"scripted {action[1]}", "type": "scripted", "code": action[1]}},
-                    status_code=action[1],
-                    headers={"retry-after-ms": "10"},
-                )
-            if action[0] == "sleep":
-                await asyncio.sleep(action[1])
-            text = action[-1]
-            return {
-                "id": f"chatcmpl-{self.total}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": body["model"] + REPORTED_MODEL_SUFFIX,
-                "system_fingerprint": FINGERPRINT,
-                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
-                "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
-            }
+            with self._lock:
+                self.in_flight += 1
+                self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            try:
+                return await self._play(action, body)
+            finally:
+                with self._lock:
+                    self.in_flight -= 1
 
         return app
+
+    async def _play(self, action: tuple, body: dict[str, Any]) -> Any:
+        """The response of one action to a request with JSON `body`."""
+        if action[0] == "status":
+            return JSONResponse(
+                {"error": {"message": f"scripted {action[1]}", "type": "scripted", "code": action[1]}},
+                status_code=action[1],
+                headers={"retry-after-ms": "10"},
+            )
+        if action[0] == "sleep":
+            await asyncio.sleep(action[1])
+        text = action[-1]
+        return {
+            "id": f"chatcmpl-{self.total}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body["model"] + REPORTED_MODEL_SUFFIX,
+            "system_fingerprint": FINGERPRINT,
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+        }
 
 
 @contextmanager

@@ -157,6 +157,15 @@ def test_judge_scripted_server_scores_retries_failures_and_cache(tmp_path):
     assert len(cached) == 7 and not any(KEY in text for text in cached)
 
 
+def test_concurrency_limit_holds(tmp_path):
+    questions = [f"slow-{number}" for number in range(6)]
+    script = {question: [sleep(0.4, verdict("yes", 5))] for question in questions}
+    with serve(JudgeServer(script=script)) as server:
+        judgements = VideoChatGPTJudge(settings(server.url, None, concurrency=3, timeout=10.0)).judge(items(questions))
+    assert [j["status"] for j in judgements] == ["judged"] * 6
+    assert server.most_in_flight == 3
+
+
 def test_refused_connection_names_the_url(tmp_path):
     url = f"http://127.0.0.1:{free_port()}/v1"
     judge = VideoChatGPTJudge(settings(url, tmp_path / "cache", max_retries=0))
