@@ -280,6 +280,16 @@ class VideoChatGPTJudge:
             http_client=openai.DefaultHttpxClient(event_hooks={"request": [_count_attempt]}),
         )
 
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        self._client.close()
+
+    def __enter__(self) -> VideoChatGPTJudge:
+        return self
+
+    def __exit__(self, *exception: object) -> None:
+        self.close()
+
     def info(self, judgements: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
         """The results' ``judge`` block: requested model, the model(s) and fingerprint(s) the server reported for
         `judgements` (one value when all agree, else a sorted list; None when nothing was reported), the base URL
@@ -407,7 +417,7 @@ class VideoChatGPTJudge:
                         break
                     except ReplyParseError:
                         continue
-            except (openai.APIError, openai.APITimeoutError) as error:
+            except openai.APIError as error:  # timeouts and HTTP errors left after the retries
                 result.update(status="request_failure", error=f"{type(error).__name__}: {error}")
             result.update(
                 requests=_attempts.count,

@@ -249,16 +249,21 @@ def score(
     }
     all_judgements: list[dict[str, Any]] = []
     failures: dict[str, list[dict[str, Any]]] = {}
-    for name, records in benchmarks.items():
-        entry, judgements = score_benchmark(records, judge, truncate_scores=truncate_scores, progress=progress)
-        failures[name] = entry.pop("failures")
-        results["benchmarks"][name] = entry
-        questions = {r["id"]: r for r in records}
-        for judgement in judgements:
-            record = questions[judgement["id"]]
-            all_judgements.append(
-                {"benchmark": name, **judgement} | {key: record[key] for key in ("question", "answer", "prediction")}
-            )
+    try:
+        for name, records in benchmarks.items():
+            entry, judgements = score_benchmark(records, judge, truncate_scores=truncate_scores, progress=progress)
+            failures[name] = entry.pop("failures")
+            results["benchmarks"][name] = entry
+            questions = {r["id"]: r for r in records}
+            for judgement in judgements:
+                record = questions[judgement["id"]]
+                all_judgements.append(
+                    {"benchmark": name, **judgement}
+                    | {key: record[key] for key in ("question", "answer", "prediction")}
+                )
+    finally:
+        if judge is not None:
+            judge.close()
     results = _json_ready(results)
     report = {
         "results": results,
@@ -400,7 +405,9 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="OpenAI-compatible base URL (default: OPENAI_BASE_URL, else https://api.openai.com/v1)",
     )
-    judge.add_argument("--judge-model", default=DEFAULT_MODEL, help="judge model (default: %(default)s)")
+    judge.add_argument(
+        "--judge-model", default=DEFAULT_MODEL, metavar="MODEL", help="judge model (default: %(default)s)"
+    )
     judge.add_argument(
         "--judge-api-key",
         default=None,
@@ -409,21 +416,31 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     )
     defaults = JudgeSettings()
     judge.add_argument(
-        "--judge-concurrency", type=int, default=defaults.concurrency, help="requests in flight (default: %(default)s)"
+        "--judge-concurrency",
+        type=int,
+        default=defaults.concurrency,
+        metavar="N",
+        help="requests in flight (default: %(default)s)",
     )
     judge.add_argument(
-        "--judge-timeout", type=float, default=defaults.timeout, help="seconds per request (default: %(default)s)"
+        "--judge-timeout",
+        type=float,
+        default=defaults.timeout,
+        metavar="SECONDS",
+        help="seconds per request (default: %(default)s)",
     )
     judge.add_argument(
         "--judge-max-retries",
         type=int,
         default=defaults.max_retries,
+        metavar="N",
         help="retries with backoff on 429, 5xx, timeouts and connection errors (default: %(default)s)",
     )
     judge.add_argument(
         "--judge-parse-retries",
         type=int,
         default=defaults.parse_retries,
+        metavar="N",
         help="times a reply that does not parse is asked for again (default: %(default)s)",
     )
     judge.add_argument("--judge-cache", default=None, metavar="DIR", help="reply cache (default: <out>/judge-cache)")

@@ -71,7 +71,13 @@ class VideochatgptJudge(evaluate.Metric):
         cache_dir=None,
         truncate_scores=False,
     ):
-        judge = VideoChatGPTJudge(
+        items = [
+            JudgeItem(str(index), question, reference, prediction)
+            for index, (prediction, reference, question) in enumerate(
+                zip(predictions, references, questions, strict=True)
+            )
+        ]
+        with VideoChatGPTJudge(
             JudgeSettings(
                 model=judge_model,
                 base_url=judge_base_url,
@@ -82,14 +88,9 @@ class VideochatgptJudge(evaluate.Metric):
                 parse_retries=parse_retries,
                 cache_dir=cache_dir,
             )
-        )
-        items = [
-            JudgeItem(str(index), question, reference, prediction)
-            for index, (prediction, reference, question) in enumerate(
-                zip(predictions, references, questions, strict=True)
-            )
-        ]
-        judgements = judge.judge(items)
+        ) as judge:
+            judgements = judge.judge(items)
+            info = judge.info(judgements)
         summary = summarize(judgements, truncate_scores=truncate_scores)
         return {
             "accuracy": summary["judge_accuracy"],
@@ -97,6 +98,6 @@ class VideochatgptJudge(evaluate.Metric):
             "counts": summary["counts"],
             "parse_failures": summary["parse_failures"],
             "request_failures": summary["request_failures"],
-            "judge": judge.info(judgements) | {"score_truncation": truncate_scores},
+            "judge": info | {"score_truncation": truncate_scores},
             "judgements": judgements,
         }
