@@ -252,17 +252,21 @@ def test_empty_and_missing_files(tmp_path):
         read_predictions([tmp_path / "missing.jsonl"])
 
 
-@pytest.mark.slow
-def test_python_m_score_without_judge(tmp_path):
+def test_bad_line_stops_the_command_and_writes_nothing(tmp_path, capsys):
     predictions = write_predictions(tmp_path / "predictions.jsonl")
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(RECORDS[0] | {"id": "v9_0"}) + "\n" + json.dumps(RECORDS[4] | {"answer": "Q"}) + "\n")
+    out = tmp_path / "out"
+    assert main(["--predictions", str(predictions), str(bad), "--out", str(out), "--no-judge"]) == 2
+    assert f"videotgb eval score: error: {bad}:2: field 'answer'" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_python_m_score_without_judge(tmp_path):
+    predictions = write_predictions(tmp_path / "predictions.jsonl")
     environment = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     command = [sys.executable, "-m", "videotgb.evaluation.score", "--out", str(tmp_path / "out"), "--no-judge"]
-    result = subprocess.run(
-        [*command, "--predictions", str(predictions), str(bad)], env=environment, capture_output=True, text=True
-    )
-    assert result.returncode == 2 and f"error: {bad}:2: field 'answer'" in result.stderr
     result = subprocess.run(
         [*command, "--predictions", str(predictions)], env=environment, capture_output=True, text=True
     )

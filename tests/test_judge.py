@@ -41,7 +41,7 @@ SCRIPT = {
     "q-malformed-then-ok": [reply("yes I think so"), verdict("yes", 3)],
     "q-malformed": [reply("no idea, sorry")],
     "q-429": [status(429), verdict("no", 0)],
-    "q-timeout": [sleep(1.5, verdict("yes", 5)), verdict("yes", 2)],
+    "q-timeout": [sleep(3.0, verdict("yes", 5)), verdict("yes", 2)],  # past the 2 s timeout
     "q-500": [status(500), verdict("yes", 4.8)],
     "q-500-always": [status(500)],
 }
@@ -63,7 +63,7 @@ def items(questions):
 
 
 def settings(url, cache, **changes):
-    values = dict(model=MODEL, base_url=url, api_key=KEY, concurrency=4, timeout=1.0, max_retries=2, parse_retries=2)
+    values = dict(model=MODEL, base_url=url, api_key=KEY, concurrency=4, timeout=2.0, max_retries=2, parse_retries=2)
     return JudgeSettings(**(values | {"cache_dir": cache} | changes))
 
 
