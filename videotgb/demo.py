@@ -51,7 +51,7 @@ class DemoResult:
     def correct(self) -> bool | None:
         if self.gold is None:
             return None
-        from .synthetic.evaluate import answers_match
+        from .evaluation.metrics import answers_match
 
         return answers_match(self.answer, self.gold)
 

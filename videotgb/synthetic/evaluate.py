@@ -31,15 +31,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..evaluation.metrics import IOU_THRESHOLDS, answers_match, interval_iou
 from ..keyframes import bin_midpoints, draw_spans, reduce_to_k
-from ..pseudo_spans import words
 from .generator import SPLITS, load_index, samples
 
 MODES = ("uniform", "dense", "bridge", "oracle")
 """Every mode, in the order of the report (cheapest first; ``oracle`` is the upper bound of K keyframes)."""
-
-IOU_THRESHOLDS = (0.3, 0.5)
-"""Grounding recall is reported at these IoUs (R@0.3, R@0.5)."""
 
 MAX_NEW_TOKENS = 4
 """Answers are single words: a few tokens are enough, and greedy decoding makes them deterministic."""
@@ -50,35 +47,6 @@ class EvaluationError(ValueError):
 
 
 # ---- pure functions --------------------------------------------------------------------------------------------
-
-
-def answers_match(prediction: str, gold: str) -> bool:
-    """Whether an answer is the gold answer: equal word lists after lowercasing and dropping punctuation
-    (:func:`videotgb.pseudo_spans.words`).
-
-    Examples:
-        >>> answers_match(" Red.", "red")
-        True
-        >>> answers_match("red square", "red")
-        False
-    """
-    return words(prediction) == words(gold)
-
-
-def interval_iou(predicted: tuple[int, int], target: tuple[int, int]) -> float:
-    """IoU of two half-open frame intervals ``[start, end)``; an empty interval (``end <= start``) scores 0.
-
-    Examples:
-        >>> interval_iou((10, 20), (15, 25))  # overlap 15..19 (5 frames), union 10..24 (15)
-        0.3333333333333333
-        >>> interval_iou((10, 10), (10, 20))
-        0.0
-    """
-    (a, b), (c, d) = predicted, target
-    if b <= a or d <= c:
-        return 0.0
-    overlap = max(0, min(b, d) - max(a, c))
-    return overlap / ((b - a) + (d - c) - overlap)
 
 
 def bridge_span_frames(start_step: int, end_step: int, flow_indices: Sequence[int]) -> tuple[int, int]:
