@@ -734,10 +734,12 @@ def _add_synthetic_commands(commands) -> None:
 
 def _add_eval_commands(commands) -> None:
     from .evaluation.run import add_run_parser
+    from .evaluation.score import add_score_parser
 
     evaluation = commands.add_parser("eval", help="evaluate a model on video QA benchmarks")
     eval_commands = evaluation.add_subparsers(dest="eval_command", required=True)
     add_run_parser(eval_commands)
+    add_score_parser(eval_commands)
 
 
 DTYPES = ["auto", "float32", "bfloat16", "float16"]
