@@ -330,3 +330,39 @@ def test_a_hub_id_source_is_exported_with_its_carried_files_from_the_cache(tmp_p
     for name in ("conversion_report.json", "lora_adapter/adapter_model.safetensors", "model.safetensors"):
         assert (out / name).read_bytes() == (snapshot / name).read_bytes()
     assert json.loads((out / MANIFEST_NAME).read_text())["source"] == "someone/videotgb-converted"
+
+
+def test_the_card_model_index_carries_eval_score_results_with_their_judge(tmp_path):
+    """results.json made by `videotgb eval score` with the loopback judge: every metric of every benchmark reaches
+    the model-index, judged ones naming the judge model the server reported."""
+    from huggingface_hub import ModelCard
+    from judge_server import JudgeServer, serve
+    from test_eval_score import SCRIPT, judge_flags, write_predictions
+
+    from videotgb.evaluation.score import main as score_main
+
+    predictions = write_predictions(tmp_path / "predictions.jsonl")
+    with serve(JudgeServer(script=SCRIPT)) as server:
+        flags = ["--predictions", str(predictions), "--out", str(tmp_path / "scores"), "--no-progress"]
+        assert score_main([*flags, *judge_flags(server.url, tmp_path / "cache")]) == 0
+    results = json.loads((tmp_path / "scores" / "results.json").read_text())
+    out = export(
+        DEFAULT_MODEL,
+        tmp_path / "hub",
+        repo_id="someone/videotgb-tiny",
+        eval_files=[tmp_path / "scores" / "results.json"],
+    )
+    card = ModelCard.load(out / "README.md")
+    index = {(r.dataset_name, r.metric_name): r for r in card.data.eval_results}
+    expected = {
+        (benchmark, key): value
+        for benchmark, entry in results["benchmarks"].items()
+        for key, value in entry["metrics"].items()
+        if value is not None
+    }
+    assert len(index) == len(expected)
+    judged = index[("msvd_qa", "judged accuracy (Video-ChatGPT protocol), judge judge-test-2024-01-25")]
+    assert judged.metric_type == "accuracy" and judged.metric_config == "judge-test-2024-01-25"
+    assert judged.metric_value == round(expected[("msvd_qa", "judge_accuracy")], 4)
+    mc = index[("mc", "multiple-choice accuracy")]
+    assert mc.metric_value == round(expected[("mc", "mc_accuracy")], 4)

@@ -221,7 +221,8 @@ def export(
         repo_id: the Hub repo (``owner/name``) the folder is for; with it the folder gets its model card
             (`README.md`, :func:`model_card`) whose usage snippet names it.
         license: the card's license id (e.g. ``apache-2.0``); left out of the card when None.
-        eval_files: `videotgb synthetic eval --output` files for the card's model-index.
+        eval_files: `videotgb eval score` results.json files or `videotgb synthetic eval --output` files for the
+            card's model-index (:func:`eval_results`).
         datasets: Hub dataset ids the model was trained on, for the card's ``datasets`` field.
 
     The folder is written next to `out_dir` first and moved into place once complete, so a failed export leaves
@@ -477,29 +478,70 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def synthetic_eval_results(paths):
-    """`huggingface_hub.EvalResult`s (the model-index) from `videotgb synthetic eval --output` files: the accuracy
-    of the model's own keyframes (mode ``bridge``) on each file's split; ValueError naming a file without it."""
+_SCORE_METRICS = {
+    # key in `videotgb eval score`'s results.json -> (model-index metric type, name)
+    "judge_accuracy": ("accuracy", "judged accuracy (Video-ChatGPT protocol)"),
+    "judge_score": ("score", "judged score, 0-5 (Video-ChatGPT protocol)"),
+    "exact_match": ("exact_match", "exact match after normalisation"),
+    "token_f1": ("f1", "token F1"),
+    "mc_accuracy": ("accuracy", "multiple-choice accuracy"),
+    "miou": ("mean_iou", "temporal mIoU of the bridge's span"),
+    "recall@0.3": ("recall", "temporal R@0.3 of the bridge's span"),
+    "recall@0.5": ("recall", "temporal R@0.5 of the bridge's span"),
+}
+
+
+def eval_results(paths) -> list:
+    """`huggingface_hub.EvalResult`s (the card's model-index) from evaluation result files, each either
+    `videotgb eval score`'s ``results.json`` (every metric of every benchmark; judged metrics name their judge model
+    as the server reported it) or a `videotgb synthetic eval --output` file (the accuracy of the bridge's keyframes on
+    its split). ValueError naming a file of neither kind."""
     from huggingface_hub import EvalResult
 
     results = []
     for path in paths:
         data = _read_json(Path(path))
-        if data is None or "bridge" not in data.get("modes", {}):
-            raise ValueError(f"{path}: not a `videotgb synthetic eval` result file with the bridge mode")
-        split = data["settings"]["split"]
-        results.append(
-            EvalResult(
-                task_type="video-text-to-text",
-                task_name="Video question answering",
-                dataset_type="videotgb-synthetic",
-                dataset_name=f"VideoTGB synthetic videos ({split} split)",
-                dataset_split=split,
-                metric_type="accuracy",
-                metric_name=f"exact-match accuracy, K = {data['settings']['num_keyframes']} keyframes from the bridge",
-                metric_value=round(float(data["modes"]["bridge"]["accuracy"]), 4),
+        if isinstance(data, dict) and data.get("format") == "videotgb-eval-results":
+            for benchmark, entry in sorted(data["benchmarks"].items()):
+                judge = entry.get("judge") or {}
+                judge_model = judge.get("model") or judge.get("requested_model")
+                for key, value in entry["metrics"].items():
+                    if key not in _SCORE_METRICS or value is None or value != value:
+                        continue
+                    metric_type, label = _SCORE_METRICS[key]
+                    judged = key.startswith("judge_")
+                    results.append(
+                        EvalResult(
+                            task_type="video-text-to-text",
+                            task_name="Video question answering",
+                            dataset_type=benchmark,
+                            dataset_name=benchmark,
+                            metric_type=metric_type,
+                            metric_name=f"{label}, judge {judge_model}" if judged else label,
+                            metric_config=str(judge_model) if judged else None,
+                            metric_value=round(float(value), 4),
+                        )
+                    )
+        elif isinstance(data, dict) and "bridge" in data.get("modes", {}):
+            split = data["settings"]["split"]
+            results.append(
+                EvalResult(
+                    task_type="video-text-to-text",
+                    task_name="Video question answering",
+                    dataset_type="videotgb-synthetic",
+                    dataset_name=f"VideoTGB synthetic videos ({split} split)",
+                    dataset_split=split,
+                    metric_type="accuracy",
+                    metric_name=f"exact-match accuracy, K = {data['settings']['num_keyframes']} keyframes from the "
+                    "bridge",
+                    metric_value=round(float(data["modes"]["bridge"]["accuracy"]), 4),
+                )
             )
-        )
+        else:
+            raise ValueError(
+                f"{path}: neither a `videotgb eval score` results.json nor a `videotgb synthetic eval` result file "
+                "with the bridge mode"
+            )
     return results
 
 
@@ -525,7 +567,7 @@ def model_card(folder: str | os.PathLike, repo_id: str, license: str | None = No
         folder: the export (with its example, :data:`EXAMPLE_RESULT`).
         repo_id: the Hub repo (``owner/name``) the card is for.
         license: license id, or None to leave it out.
-        eval_files: evaluation result files for the model-index (:func:`synthetic_eval_results`).
+        eval_files: evaluation result files for the model-index (:func:`eval_results`).
         datasets: Hub dataset ids the model was trained on, for the ``datasets`` field.
     """
     from huggingface_hub import ModelCard, ModelCardData
@@ -545,7 +587,7 @@ def model_card(folder: str | os.PathLike, repo_id: str, license: str | None = No
         datasets=list(datasets) or None,
         tags=["videotgb", "video-question-answering", "temporal-grounding", "custom_code"],
         widget=[widget_example(repo_id, example)],
-        eval_results=synthetic_eval_results(eval_files) or None,
+        eval_results=eval_results(eval_files) or None,
     )
     keyframes, candidates = config["num_keyframes"], config["num_candidate_frames"]
     question = example["question"]
@@ -766,7 +808,8 @@ def add_hub_parsers(commands) -> None:
         nargs="+",
         default=[],
         metavar="FILE",
-        help="`videotgb synthetic eval --output` files: their bridge accuracy goes into the card's model-index",
+        help="`videotgb eval score` results.json files (every metric, judged ones with their judge model) or "
+        "`videotgb synthetic eval --output` files (the bridge's accuracy): the model card's model-index",
     )
     parser.add_argument(
         "--datasets",
