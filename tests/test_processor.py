@@ -135,6 +135,20 @@ def test_save_and_load_round_trip(processor, tmp_path, video_bytes):
         assert torch.equal(first[key], second[key]), key
 
 
+def test_frame_alignment_is_a_saved_setting_that_reads_keyframes(llama_tokenizer_path, minilm_path, tmp_path):
+    aligned = make_processor(llama_tokenizer_path, minilm_path, frame_alignment="keyframe", max_flow_steps=4)
+    aligned.save_pretrained(tmp_path)
+    loaded = VideoTGBProcessor.from_pretrained(tmp_path)
+    assert loaded.frame_alignment == "keyframe"
+    video = make_video(frames=120, gop=10, size=(48, 32))  # 12 keyframes: enough for 8 candidates and 4 flow steps
+    clip = loaded.load_video(video)
+    assert clip.alignment == "keyframe" and all(index % 10 == 0 for index in clip.candidate_indices)
+    exact = make_processor(llama_tokenizer_path, minilm_path, max_flow_steps=4).load_video(video)
+    assert exact.alignment == "exact" and exact.candidate_indices == read_video(video, 8, 4).candidate_indices
+    with pytest.raises(ValueError, match="frame_alignment must be 'exact' or 'keyframe', got 'fast'"):
+        make_processor(llama_tokenizer_path, minilm_path, frame_alignment="fast")
+
+
 FRESH_PROCESS = BLOCK_OPTIONAL_IMPORTS + textwrap.dedent(
     """
     from transformers import AutoProcessor

@@ -290,8 +290,14 @@ def test_seek_that_misses_a_keyframe_falls_back_to_sequential(long_video, monkey
 
     monkeypatch.setattr(video_io, "_decoded_frames", landing_on_frame_100)
     with caplog.at_level(logging.WARNING, logger="videotgb.video_io"):
-        frames = read_frames(data, [100], strategy="seek")
+        frames = read_frames(data, [100, 101], strategy="seek")
     assert "seeking for frame 100 did not land on a keyframe" in caplog.text
+    np.testing.assert_array_equal(frames, reference[[100, 101]])
+    # alone, the "keyframe" is decoded from its own packet, and its picture type is checked there
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="videotgb.video_io"):
+        frames = read_frames(data, [100], strategy="seek")
+    assert "frame 100, indexed as a keyframe, decodes as another picture type" in caplog.text
     np.testing.assert_array_equal(frames, reference[[100]])
 
 
@@ -663,6 +669,85 @@ def test_invalid_arguments(videos):
     with pytest.raises(TypeError, match="source"):
         probe_video(12)
     assert read_frames(data, []).shape == (0, 48, 64, 3)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Keyframe-aligned reading
+
+
+@pytest.fixture(scope="module")
+def gop_video() -> tuple[bytes, np.ndarray]:
+    """240 numbered frames at 24 fps, a keyframe every 24 frames (10 in all), with B-frames."""
+    data = make_video(frames=240, gop=24, size=(48, 32), bframes=2)
+    return data, decode_all_frames(data)
+
+
+def test_keyframe_alignment_reads_keyframes_and_says_how_far_they_moved(gop_video):
+    data, reference = gop_video
+    clip = read_video(data, 4, 8, alignment="keyframe")
+    assert clip.alignment == "keyframe" and clip.alignment_note is None
+    keyframes = list(range(0, 240, 24))
+    assert set(clip.candidate_indices) <= set(keyframes) and set(clip.flow_indices) <= set(keyframes)
+    assert clip.candidate_indices == video_io.snap_to_keyframes(sample_candidate_indices(240, 4), keyframes)
+    assert clip.flow_indices == video_io.snap_to_keyframes(sample_flow_indices(240, 8), keyframes)
+    # the frames read are those frames: the keyframe, and for a flow step the frame after it
+    assert [pattern_index(frame) for frame in clip.candidate_frames] == clip.candidate_indices
+    assert [pattern_index(frame) for frame in clip.flow_frames] == clip.flow_indices
+    assert [pattern_index(frame) for frame in clip.flow_next_frames] == [index + 1 for index in clip.flow_indices]
+    np.testing.assert_array_equal(clip.flow_next_frames, reference[[index + 1 for index in clip.flow_indices]])
+    np.testing.assert_array_equal(clip.candidate_frames, reference[clip.candidate_indices])
+    np.testing.assert_allclose(clip.candidate_timestamps, np.asarray(clip.candidate_indices) / 24)
+    shifts = [
+        abs(moved - exact) / 24
+        for moved, exact in [
+            *zip(clip.candidate_indices, sample_candidate_indices(240, 4), strict=True),
+            *zip(clip.flow_indices, sample_flow_indices(240, 8), strict=True),
+        ]
+    ]
+    assert clip.alignment_shift_s == pytest.approx(max(shifts))
+    # exact reading of the same video is unchanged
+    exact = read_video(data, 4, 8)
+    assert exact.alignment == "exact" and exact.alignment_shift_s == 0 and exact.alignment_note is None
+    assert exact.candidate_indices == sample_candidate_indices(240, 4)
+
+
+def test_keyframe_alignment_decodes_a_lone_keyframe_from_its_own_packet(gop_video, monkeypatch):
+    data, reference = gop_video
+    decoded = _count_decoded(monkeypatch)
+    # candidates only (one flow step, far away): every candidate is a lone keyframe, read without the decoding loop
+    clip = read_video(data, 4, 1, alignment="keyframe")
+    assert [pattern_index(frame) for frame in clip.candidate_frames] == clip.candidate_indices
+    np.testing.assert_array_equal(clip.candidate_frames, reference[clip.candidate_indices])
+    assert decoded[0] <= 8  # only the flow pair went through the decoding loop (with the decoder's reorder delay)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "counts", "note"),
+    [
+        (dict(frames=240, gop=24, size=(48, 32)), (16, 8), "10 keyframes are too few for 16 candidate frames"),
+        (dict(frames=240, gop=24, size=(48, 32)), (4, 16), "10 keyframes are too few for 4 candidate frames and 16"),
+        (dict(frames=40, gop=1), (4, 8), "every frame is a keyframe"),
+        (dict(frames=60, gop=6, container="ts"), (4, 4), "seeking is unreliable in this container"),
+    ],
+    ids=["sparse-for-candidates", "sparse-for-flow", "all-keyframes", "mpegts"],
+)
+def test_keyframe_alignment_falls_back_to_exact_reading_and_says_why(kwargs, counts, note, caplog):
+    data = make_video(**kwargs)
+    with caplog.at_level(logging.INFO, logger="videotgb.video_io"):
+        clip = read_video(data, *counts, alignment="keyframe")
+    assert clip.alignment == "exact" and clip.alignment_shift_s == 0
+    assert note in clip.alignment_note
+    assert note in caplog.text
+    exact = read_video(data, *counts)
+    assert clip.candidate_indices == exact.candidate_indices and clip.flow_indices == exact.flow_indices
+    np.testing.assert_array_equal(clip.candidate_frames, exact.candidate_frames)
+
+
+def test_snap_to_keyframes_needs_enough_keyframes():
+    with pytest.raises(ValueError, match="3 targets need at least as many keyframes, got 2"):
+        video_io.snap_to_keyframes([1, 2, 3], [0, 10])
+    with pytest.raises(ValueError, match="alignment must be 'exact' or 'keyframe', got 'nearest'"):
+        read_video(make_video(frames=4), 2, 2, alignment="nearest")
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -104,14 +104,16 @@ def check_checkpoint(model_name_or_path: str, revision: str | None = None) -> No
     VideoTGBForConditionalGeneration.check_model_type(model_name_or_path, revision=revision)
 
 
-def load_processor(model_name_or_path: str, revision: str | None = None):
+def load_processor(model_name_or_path: str, revision: str | None = None, frame_alignment: str | None = None):
     """The checkpoint's `VideoTGBProcessor`, after checking that it is a VideoTGB checkpoint; CheckpointError naming
-    the folder when the processor saved with the model cannot be loaded (missing or broken files)."""
+    the folder when the processor saved with the model cannot be loaded (missing or broken files).
+    `frame_alignment` (``"exact"`` / ``"keyframe"``) replaces the saved setting when given."""
     from .processing_videotgb import VideoTGBProcessor
 
     check_checkpoint(model_name_or_path, revision)
+    overrides = {} if frame_alignment is None else {"frame_alignment": frame_alignment}
     try:
-        return VideoTGBProcessor.from_pretrained(model_name_or_path, revision=revision)
+        return VideoTGBProcessor.from_pretrained(model_name_or_path, revision=revision, **overrides)
     except (OSError, ValueError) as error:
         reason = str(error).strip().splitlines()[0]
         raise CheckpointError(
@@ -178,8 +180,10 @@ def _answer_command(arguments: argparse.Namespace) -> int:
     video = Path(arguments.video)
     if not video.is_file():
         raise FileNotFoundError(f"--video {arguments.video}: no such file")
-    processor = load_processor(arguments.model, arguments.revision)
+    processor = load_processor(arguments.model, arguments.revision, arguments.frame_alignment)
     clip = processor.load_video(video)
+    if clip.alignment_note is not None:
+        print(f"note: exact reading instead of keyframe-aligned: {clip.alignment_note}")
     model = load_model(arguments.model, arguments.dtype, device, arguments.revision)
     processor.check_model_config(model.config)
     generate_kwargs = {"max_new_tokens": arguments.max_new_tokens, "do_sample": False}
@@ -764,6 +768,13 @@ def build_parser() -> argparse.ArgumentParser:
     answer.add_argument("--dtype", default="auto", choices=DTYPES, help="weights and inputs (default: as saved)")
     answer.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     answer.add_argument("--revision", default=None, help="Hub revision")
+    answer.add_argument(
+        "--frame-alignment",
+        choices=["exact", "keyframe"],
+        default=None,
+        help="read frames at their exact places or moved to keyframes (faster on long videos); default: the "
+        "processor's saved setting",
+    )
     answer.set_defaults(run=_answer_command)
 
     init = commands.add_parser(

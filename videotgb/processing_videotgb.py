@@ -89,6 +89,10 @@ class VideoTGBProcessor(ProcessorMixin):
             instead of being appended to the prompt).
         max_question_tokens (`int`, defaults to 128): questions are truncated to this many bridge / Q-Former tokens.
         max_video_duration_s, max_video_pixels: limits beyond which a video is refused.
+        frame_alignment (`str`, defaults to `"exact"`): where video files are read: `"exact"` (candidate and flow
+            frames at the bin midpoints) or `"keyframe"` (each moved to a keyframe, so reading costs a seek and a few
+            frames' decoding per frame whatever the keyframe interval; see `video_io.read_video`, whose clip records
+            how far the frames moved and why exact reading was used when keyframes are too sparse).
         chat_template (`str`, *optional*): Jinja prompt template; defaults to Vicuna v1 (causal LMs) or the plain
             BLIP-2 prompt (seq2seq).
     """
@@ -106,6 +110,7 @@ class VideoTGBProcessor(ProcessorMixin):
         max_question_tokens: int = 128,
         max_video_duration_s: float | None = DEFAULT_MAX_DURATION_S,
         max_video_pixels: int | None = DEFAULT_MAX_PIXELS,
+        frame_alignment: str = "exact",
         chat_template: str | None = None,
         **kwargs,
     ):
@@ -123,6 +128,9 @@ class VideoTGBProcessor(ProcessorMixin):
         self.max_question_tokens = max_question_tokens
         self.max_video_duration_s = max_video_duration_s
         self.max_video_pixels = max_video_pixels
+        if frame_alignment not in ("exact", "keyframe"):
+            raise ValueError(f"frame_alignment must be 'exact' or 'keyframe', got {frame_alignment!r}")
+        self.frame_alignment = frame_alignment
         if chat_template is None:
             chat_template = PLAIN_CHAT_TEMPLATE if seq2seq else VICUNA_CHAT_TEMPLATE
         super().__init__(image_processor, tokenizer, qformer_tokenizer, bridge_tokenizer, chat_template=chat_template)
@@ -157,6 +165,7 @@ class VideoTGBProcessor(ProcessorMixin):
                 size=self._decode_size(),
                 max_duration_s=self.max_video_duration_s,
                 max_pixels=self.max_video_pixels,
+                alignment=self.frame_alignment,
             )
         return self._clip_from_frames(video, name)
 

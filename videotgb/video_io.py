@@ -81,6 +81,7 @@ VideoSource = str | os.PathLike | bytes | bytearray | memoryview | IO[bytes]
 A file object that cannot seek is read into memory from its current position."""
 
 Strategy = Literal["auto", "seek", "sequential"]
+Alignment = Literal["exact", "keyframe"]
 
 DEFAULT_MAX_DURATION_S = 4 * 3600.0
 # The largest standard resolution, DCI 8K (8192x4320, 35.4 megapixels), which also admits 8K UHD (7680x4320) and the
@@ -158,6 +159,11 @@ class VideoClip:
         flow_next_frames: `(L, H, W, 3)` uint8 RGB second frames (:func:`flow_pair_ends`): step ``k`` is the motion
             from ``flow_frames[k]`` to ``flow_next_frames[k]``.
         flow_timestamps: `(L,)` float64 presentation times in seconds of the first frames, counted from the first frame.
+        alignment: how the frames were placed: ``"exact"`` (bin midpoints, :func:`sample_candidate_indices` and
+            :func:`sample_flow_indices`) or ``"keyframe"`` (each moved to a keyframe, :func:`snap_to_keyframes`).
+        alignment_shift_s: with ``"keyframe"``, the largest distance in seconds between a frame read and the exact
+            place it stands for (candidates and flow steps); 0 for exact reading.
+        alignment_note: why keyframe-aligned reading was asked for but exact reading was used (``None`` otherwise).
 
     The frame arrays are views of one array: a frame in several sets is decoded once.
     """
@@ -170,6 +176,9 @@ class VideoClip:
     flow_frames: np.ndarray
     flow_next_frames: np.ndarray
     flow_timestamps: np.ndarray
+    alignment: str = "exact"
+    alignment_shift_s: float = 0.0
+    alignment_note: str | None = None
 
 
 def sample_candidate_indices(num_frames: int, num_candidates: int = 32) -> list[int]:
@@ -230,6 +239,43 @@ def flow_pair_ends(flow_indices: Sequence[int], num_frames: int) -> list[int]:
     _check_count("num_frames", num_frames)
     _check_indices("flow_indices", flow_indices, num_frames)
     return [min(index + 1, num_frames - 1) for index in flow_indices]
+
+
+def snap_to_keyframes(targets: Sequence[int], keyframes: Sequence[int]) -> list[int]:
+    """Move each of the increasing frame indices `targets` to a keyframe, keeping them distinct and in order.
+
+    Target ``i`` goes to the keyframe nearest to it, unless that would put it on or before target ``i - 1``'s
+    keyframe, or leave too few keyframes for the targets after it: its keyframe's position ``j_i`` in `keyframes` is
+    ``clamp(nearest, j_{i-1} + 1, len(keyframes) - len(targets) + i)``.
+
+    Args:
+        targets: increasing frame indices (the exact places).
+        keyframes: increasing frame indices of keyframes, at least as many as `targets`.
+
+    Examples:
+        >>> snap_to_keyframes([10, 40, 70], [0, 30, 60, 90])
+        [0, 30, 60]
+        >>> snap_to_keyframes([10, 12, 14], [0, 30, 60, 90])  # distinct: the later ones move on
+        [0, 30, 60]
+        >>> snap_to_keyframes([80, 85], [0, 30, 60, 90])  # room kept for the last one
+        [60, 90]
+    """
+    keys = np.asarray(keyframes, dtype=np.int64)
+    if len(keys) < len(targets):
+        raise ValueError(f"{len(targets)} targets need at least as many keyframes, got {len(keys)}")
+    snapped: list[int] = []
+    previous = -1
+    for i, target in enumerate(targets):
+        after = int(np.searchsorted(keys, target))
+        nearest = (
+            after
+            if after == 0 or (after < len(keys) and keys[after] - target < target - keys[after - 1])
+            else after - 1
+        )
+        position = min(max(nearest, previous + 1), len(keys) - len(targets) + i)
+        snapped.append(int(keys[position]))
+        previous = position
+    return snapped
 
 
 def probe_video(
@@ -315,6 +361,7 @@ def read_video(
     size: tuple[int, int] | None = None,
     max_duration_s: float | None = DEFAULT_MAX_DURATION_S,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    alignment: Alignment = "exact",
 ) -> VideoClip:
     """Read a video's candidate frames and optical-flow frames in one decoding plan.
 
@@ -324,11 +371,20 @@ def read_video(
     end to find the frames that do, the indices are drawn again among those, and the timestamps are those of the
     frames used.
 
+    With ``alignment="keyframe"`` each candidate frame and each flow step is moved to a keyframe
+    (:func:`snap_to_keyframes`; a flow step then compares the keyframe with the frame after it), so that each frame
+    read is at most a keyframe plus a few frames of decoding after a seek: the cost follows the number of frames
+    read, not the keyframe interval. The timestamps returned are those of the frames read, and
+    :attr:`VideoClip.alignment_shift_s` says how far they moved. Exact reading is used instead, and
+    :attr:`VideoClip.alignment_note` says why, when the keyframes are fewer than the candidates or the flow steps,
+    when the video's timestamps cannot index its keyframes, or when its container cannot seek reliably (MPEG-TS/PS).
+
     Args:
         source: path, bytes or binary file object.
         num_candidates: number of candidate frames ``N_c``.
         max_flow_steps: most optical-flow steps ``L`` (fewer for videos shorter than that).
         strategy, size, max_duration_s, max_pixels: as in :func:`read_frames`.
+        alignment: ``"exact"`` (bin midpoints) or ``"keyframe"`` (moved to keyframes, see above).
 
     Returns:
         A :class:`VideoClip` with `(N_c, H, W, 3)` candidate frames and `(L, H, W, 3)` flow frames.
@@ -337,11 +393,24 @@ def read_video(
         VideoDecodeError: the input is not a readable video or is beyond the limits.
     """
     _check_arguments(strategy, size)
+    if alignment not in ("exact", "keyframe"):
+        raise ValueError(f"alignment must be 'exact' or 'keyframe', got {alignment!r}")
     opened, scan, metadata = _open_and_index(source, max_duration_s, max_pixels)
     reader = _Reader(opened, scan, size)
+    shift, note = 0.0, None
     for attempt in (1, 2):
         candidates = sample_candidate_indices(metadata.num_frames, num_candidates)
         flows = sample_flow_indices(metadata.num_frames, max_flow_steps)
+        if alignment == "keyframe":
+            if attempt == 1:
+                aligned = _keyframe_aligned(scan, metadata, candidates, flows)
+            else:
+                aligned = "some frames do not decode; the frames that do were read exactly"
+            if isinstance(aligned, str):
+                note = aligned
+                logger.info(f"{opened.name}: exact reading instead of keyframe-aligned: {note}")
+            else:
+                candidates, flows, shift = aligned
         ends = flow_pair_ends(flows, metadata.num_frames)
         try:
             frames = reader.read(candidates + flows + ends, strategy, census=attempt == 1)
@@ -366,7 +435,36 @@ def read_video(
         flow_frames=frames[len(candidates) : len(candidates) + len(flows)],
         flow_next_frames=frames[len(candidates) + len(flows) :],
         flow_timestamps=scan.timestamps(flows, metadata.fps),
+        alignment="keyframe" if alignment == "keyframe" and note is None else "exact",
+        alignment_shift_s=shift if note is None else 0.0,
+        alignment_note=note,
     )
+
+
+def _keyframe_aligned(
+    scan: _Scan, metadata: VideoMetadata, candidates: list[int], flows: list[int]
+) -> tuple[list[int], list[int], float] | str:
+    """The candidates and flow steps moved to keyframes, with the largest shift in seconds; or why they cannot be."""
+    if not scan.trusted:
+        return "the video's timestamps cannot index its keyframes"
+    if not scan.seek_reliable:
+        return "seeking is unreliable in this container"
+    keyframes = scan.keyframe_indices()
+    if len(keyframes) == metadata.num_frames:
+        return "every frame is a keyframe, so exact reading costs the same"
+    starts = keyframes[keyframes <= metadata.num_frames - 2]  # a flow step needs the frame after it
+    if len(keyframes) < len(candidates) or len(starts) < len(flows):
+        return (
+            f"{len(keyframes)} keyframes are too few for {len(candidates)} candidate frames and {len(flows)} flow "
+            "steps at distinct keyframes"
+        )
+    moved_candidates = snap_to_keyframes(candidates, keyframes)
+    moved_flows = snap_to_keyframes(flows, starts)
+    shift = max(
+        float(np.max(np.abs(scan.timestamps(moved, metadata.fps) - scan.timestamps(exact, metadata.fps))))
+        for moved, exact in ((moved_candidates, candidates), (moved_flows, flows))
+    )
+    return moved_candidates, moved_flows, shift
 
 
 def _check_arguments(strategy: str, size: tuple[int, int] | None) -> None:
@@ -689,6 +787,10 @@ class _Scan:
             return ((self.pts[indices_array] - self.pts[0]) * float(self.time_base)).astype(np.float64)
         return indices_array / fps if fps > 0 else np.zeros(len(indices_array))
 
+    def keyframe_indices(self) -> np.ndarray:
+        """Increasing indices of the frames that are keyframes (needs a trusted index)."""
+        return np.unique(np.searchsorted(self.pts, self.key_pts))
+
     def frame_of(self, pts: int | None) -> int | None:
         """Index of the frame with timestamp ``pts``, ``None`` if no frame has it."""
         if pts is None:
@@ -886,6 +988,33 @@ class _Reader:
         reason = f"the stream ends after {index + 1} decodable frames, before frame {last}"
         raise _FramesLostError(reason, np.arange(index + 1))
 
+    def _lone_keyframe(self, container: InputContainer, stream: VideoStream, index: int) -> VideoFrame:
+        """Keyframe ``index``, decoded from its own packet after a seek; the decoder is flushed before and after."""
+        import av
+
+        pts = int(self.scan.pts[index])
+        container.seek(pts, stream=stream, backward=True)
+        stream.codec_context.flush_buffers()
+        decoded: list[VideoFrame] = []
+        try:
+            for packet in _demuxed_packets(container, stream, self.opened.name):
+                if packet is None:
+                    break
+                decoded += stream.codec_context.decode(packet)
+                if packet.pts == pts:
+                    decoded += stream.codec_context.decode(None)
+                    break
+        except av.FFmpegError as error:
+            raise _IndexMismatchError(f"keyframe {index} failed to decode after a seek ({error})") from None
+        finally:
+            stream.codec_context.flush_buffers()
+        for frame in decoded:
+            if frame.pts == pts:
+                if not frame.key_frame:
+                    raise _IndexMismatchError(f"frame {index}, indexed as a keyframe, decodes as another picture type")
+                return frame
+        raise _IndexMismatchError(f"seeking to keyframe {index} did not decode it")
+
     def _read_seeking(self, slots: dict[int, list[int]], output: np.ndarray, seek_cost: int) -> None:
         from av.video.frame import PictureType
 
@@ -899,10 +1028,23 @@ class _Reader:
             # is not one would otherwise decode into garbage without an error.
             floor = expected = 0
             awaiting_keyframe = False
-            for target in sorted(slots):
+            targets = sorted(slots)
+            for position, target in enumerate(targets):
                 if target < expected:
                     continue
                 keyframe = scan.keyframe_before(target)
+                following = targets[position + 1] if position + 1 < len(targets) else None
+                if (
+                    keyframe == target
+                    and keyframe > expected + seek_cost
+                    and (following is None or scan.keyframe_before(following) > target + 1 + seek_cost)
+                ):
+                    # A keyframe alone (the next target needs a seek anyway): decode its packet only, and drain the
+                    # decoder for it instead of feeding the packets its reordering delay would otherwise wait for.
+                    frames.close()
+                    self._store(self._lone_keyframe(container, stream, target), target, slots, output)
+                    floor = expected = target + 1
+                    continue
                 if keyframe > expected + seek_cost:
                     logger.debug(f"{name}: seeking to keyframe {keyframe} for frame {target}")
                     frames.close()

@@ -146,12 +146,18 @@ def check_new_file(path: str | os.PathLike | None, flag: str, overwrite: bool) -
         raise FileExistsError(f"{flag} {path}: the file exists; choose another name or pass --overwrite")
 
 
-def _load_models(model_path: str, modes: tuple[str, ...], max_flow_steps: int | None, device: str | None):
+def _load_models(
+    model_path: str,
+    modes: tuple[str, ...],
+    max_flow_steps: int | None,
+    device: str | None,
+    frame_alignment: str | None = None,
+):
     """The processor, the model and (for ``dense``) a second instance that reads every candidate frame."""
     from ..cli import load_model, load_processor
     from ..configuration_videotgb import VideoTGBConfig
 
-    processor = load_processor(model_path)
+    processor = load_processor(model_path, frame_alignment=frame_alignment)
     if max_flow_steps is not None:
         limit = VideoTGBConfig.from_pretrained(model_path).bridge_config.max_flow_steps
         if max_flow_steps > limit:
@@ -198,6 +204,7 @@ def evaluate(
     progress: bool = False,
     device: str | None = None,
     overwrite: bool = False,
+    frame_alignment: str | None = None,
 ) -> dict[str, Any]:
     """Answer every question of `split` of a generated folder in every mode, and measure answers, grounding and cost.
 
@@ -214,6 +221,8 @@ def evaluate(
         progress: show a progress bar over batches.
         device: cpu, cuda, cuda:1 ... (default: CUDA when available).
         overwrite: replace an existing `predictions_path`.
+        frame_alignment: ``"exact"`` or ``"keyframe"`` reading of the videos (default: the processor's setting); the
+            results' ``alignment`` says how many videos were read aligned and how far their frames moved.
 
     Returns:
         A JSON-ready dict: ``settings``, ``modes`` (per mode: accuracy overall and per question type, cost, keyframes
@@ -239,7 +248,7 @@ def evaluate(
     check_new_file(predictions_path, "--predictions", overwrite)
 
     started = time.perf_counter()
-    processor, model, dense_model = _load_models(str(model_path), modes, max_flow_steps, device)
+    processor, model, dense_model = _load_models(str(model_path), modes, max_flow_steps, device, frame_alignment)
     load_seconds = time.perf_counter() - started
     instances = {mode: dense_model if mode == "dense" else model for mode in modes}
     state = _Accumulator(modes)
@@ -274,6 +283,7 @@ def evaluate(
         "batch_size": batch_size,
         "modes": list(modes),
         "max_new_tokens": MAX_NEW_TOKENS,
+        "frame_alignment": processor.frame_alignment,
     }
     return {
         "settings": settings,
@@ -281,6 +291,7 @@ def evaluate(
         "grounding": state.grounding(),
         "baselines": {"random_span": state.random_span()},
         "timing": {**state.reading_times(), "model_load_s": load_seconds},
+        "alignment": state.alignment(),
         "machine": machine_description(model.device),
     }
 
@@ -298,6 +309,7 @@ class _Accumulator:
         self.ious: list[float] = []
         self.baselines: list[dict] = []
         self.flow_steps: list[int] = []
+        self.shifts: list[float | None] = []  # per video: how far keyframe alignment moved its frames (None: exact)
         self.reading = {"decode_s": 0.0, "flow_s": 0.0, "inputs_s": 0.0}
 
     def mode_metrics(self, mode: str, model) -> dict[str, Any]:
@@ -339,6 +351,16 @@ class _Accumulator:
         videos = max(len(self.ious), 1)
         per_video = {f"{name}_per_video": seconds / videos for name, seconds in self.reading.items()}
         return {**per_video, "reading_s_per_video": sum(self.reading.values()) / videos}
+
+    def alignment(self) -> dict[str, Any]:
+        """How many videos were read aligned to keyframes, and how far (seconds) their frames moved."""
+        shifts = [shift for shift in self.shifts if shift is not None]
+        return {
+            "keyframe_aligned_videos": len(shifts),
+            "exact_videos": len(self.shifts) - len(shifts),
+            "mean_shift_s": _mean(shifts),
+            "max_shift_s": max(shifts, default=float("nan")),
+        }
 
 
 def _mode_keyframes(
@@ -383,6 +405,7 @@ def _answer_batch(batch_samples, data: Path, processor, model, instances: dict, 
     state.reading["flow_s"] += flowed - decoded
     state.reading["inputs_s"] += time.perf_counter() - flowed
     state.flow_steps += [len(clip.flow_indices) for clip in clips]
+    state.shifts += [clip.alignment_shift_s if clip.alignment == "keyframe" else None for clip in clips]
 
     lines = [
         {
@@ -512,6 +535,13 @@ def format_report(results: dict[str, Any]) -> str:
         f"{timing['inputs_s_per_video']:.3f} s); on {machine['device_name'] or machine['processor']}, "
         f"{machine['cpu_count']} CPUs, {machine['torch_threads']} torch threads, torch {machine['torch']}"
     )
+    alignment = results.get("alignment")
+    if alignment and alignment["keyframe_aligned_videos"]:
+        lines.append(
+            f"- keyframe-aligned reading: {alignment['keyframe_aligned_videos']} videos (frames moved "
+            f"{alignment['mean_shift_s']:.3f} s on average, at most {alignment['max_shift_s']:.3f} s), "
+            f"{alignment['exact_videos']} read exactly (too few keyframes)"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -609,6 +639,12 @@ def add_eval_parser(synthetic_commands) -> None:
         default=None,
         help="flow steps the bridge reads per video, up to the bridge's limit (default: the processor's)",
     )
+    parser.add_argument(
+        "--frame-alignment",
+        choices=["exact", "keyframe"],
+        default=None,
+        help="read frames at their exact places or moved to keyframes (default: the processor's saved setting)",
+    )
     parser.add_argument("--limit", type=int, default=None, help="answer only the first N samples of the split")
     parser.add_argument("--output", default=None, metavar="FILE", help="write the results as JSON")
     parser.add_argument(
@@ -631,6 +667,7 @@ def _eval_command(arguments) -> int:
         modes=arguments.modes,
         batch_size=arguments.batch_size,
         max_flow_steps=arguments.max_flow_steps,
+        frame_alignment=arguments.frame_alignment,
         limit=arguments.limit,
         predictions_path=arguments.predictions,
         progress=not arguments.no_progress,
