@@ -281,9 +281,9 @@ def test_seek_that_misses_a_keyframe_falls_back_to_sequential(long_video, monkey
     original = video_io._decoded_frames
     calls = []
 
-    def landing_on_frame_100(container, stream, name):
+    def landing_on_frame_100(container, stream, name, *drain_after):
         calls.append(name)
-        frames = original(container, stream, name)
+        frames = original(container, stream, name, *drain_after)
         if len(calls) == 2:  # the call after the seek: frames start at 100 (time base 1/12288, 512 per frame)
             frames = (frame for frame in frames if frame.pts >= 100 * 512)
         return frames
@@ -807,3 +807,30 @@ def test_module_imports_pyav_lazily():
     names = {alias.name.split(".")[0] for node in top_level for alias in node.names}
     names |= {node.module.split(".")[0] for node in top_level if isinstance(node, ast.ImportFrom) and node.module}
     assert "av" not in names
+
+
+def test_seek_drains_the_decoder_after_the_last_packet_it_needs(long_video, monkeypatch):
+    data, reference = long_video
+    _, scan, _ = video_io._open_and_index(data, None, None)
+    packets = [0]
+    original = video_io._demuxed_packets
+
+    def counting(*args):
+        for packet in original(*args):
+            packets[0] += 1
+            yield packet
+
+    monkeypatch.setattr(video_io, "_demuxed_packets", counting)
+    video_io._open_and_index(data, None, None)
+    scanned, packets[0] = packets[0], 0
+    # Frames 100 and 101 follow keyframe 96; frame 200 needs a seek of its own, to keyframe 192.
+    frames = read_frames(data, [100, 101, 200], strategy="seek")
+    np.testing.assert_array_equal(frames, reference[[100, 101, 200]])
+    # The decoder gets the packets up to the last one those frames need in decode order, then is drained: none of
+    # the packets its reordering delay would otherwise wait for.
+    needed = sum(
+        int(scan.decode_pos[start : last + 1].max() - scan.decode_pos[start] + 1)
+        for start, last in [(96, 101), (192, 200)]
+    )
+    assert any(scan.decode_pos[96:102] != np.arange(96, 102))  # B-frames: decode order differs
+    assert packets[0] - scanned == needed

@@ -668,22 +668,32 @@ def _demuxed_packets(container: InputContainer, stream: VideoStream, name: str) 
         yield packet
 
 
-def _decoded_frames(container: InputContainer, stream: VideoStream, name: str) -> Iterator[VideoFrame]:
+def _decoded_frames(
+    container: InputContainer, stream: VideoStream, name: str, drain_after: int | None = None
+) -> Iterator[VideoFrame]:
     """Frames decoded from the container's current position to the end of the stream.
 
     Packets that fail to decode are skipped (the decoder resynchronises at the next keyframe), and a demuxer error
-    (a truncated file) ends the stream after the decoder's buffered frames; both are logged.
+    (a truncated file) ends the stream after the decoder's buffered frames; both are logged. With ``drain_after``,
+    the frames end once the packet with that timestamp is decoded: the decoder is drained of the frames its
+    reordering delay holds back instead of being fed the packets it would wait for (it must be flushed before reuse,
+    which a seek does).
     """
     import av
 
     failed = 0
     for packet in _demuxed_packets(container, stream, name):
+        drain = drain_after is not None and packet is not None and packet.pts == drain_after
         try:
             yield from stream.codec_context.decode(packet)
+            if drain:
+                yield from stream.codec_context.decode(None)
         except av.FFmpegError as error:
             failed += 1
             if failed == 1:
                 logger.warning(f"{name}: skipping a video packet that fails to decode ({error})")
+        if drain:
+            break
     if failed > 1:
         logger.warning(f"{name}: {failed} video packets failed to decode")
 
@@ -1015,6 +1025,24 @@ class _Reader:
                 return frame
         raise _IndexMismatchError(f"seeking to keyframe {index} did not decode it")
 
+    def _drain_point(self, targets: list[int], position: int, seek_cost: int) -> int | None:
+        """Timestamp of the packet after which the decoder can be drained when seeking for ``targets[position]``.
+
+        The targets read by decoding on after that seek end before the first one that needs a seek of its own (or
+        at the last target); the packet is the last one in decode order among the frames from the keyframe to the
+        last of those targets, so that every one of them is decoded by then. ``None`` when the targets run to the
+        end of the stream anyway.
+        """
+        scan = self.scan
+        keyframe = scan.keyframe_before(targets[position])
+        last = position
+        while last + 1 < len(targets) and scan.keyframe_before(targets[last + 1]) <= targets[last] + 1 + seek_cost:
+            last += 1
+        if last + 1 == len(targets) and targets[last] == scan.num_frames - 1:
+            return None
+        frames = np.arange(keyframe, targets[last] + 1)
+        return int(scan.pts[frames[np.argmax(scan.decode_pos[frames])]])
+
     def _read_seeking(self, slots: dict[int, list[int]], output: np.ndarray, seek_cost: int) -> None:
         from av.video.frame import PictureType
 
@@ -1049,7 +1077,7 @@ class _Reader:
                     logger.debug(f"{name}: seeking to keyframe {keyframe} for frame {target}")
                     frames.close()
                     container.seek(int(scan.pts[keyframe]), stream=stream, backward=True)
-                    frames = _decoded_frames(container, stream, name)
+                    frames = _decoded_frames(container, stream, name, self._drain_point(targets, position, seek_cost))
                     floor = expected = keyframe
                     awaiting_keyframe = True
                 for frame in frames:
