@@ -304,19 +304,26 @@ def save_screenshot(driver, name: str, folder: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_the_page_in_a_headless_browser(shipped, scene_video, tmp_path, monkeypatch):
+def test_the_page_in_a_headless_browser(scene_video, tmp_path, monkeypatch):
     """Upload a video, ask, see the streamed answer, the keyframes and the plot; ask again without decoding again;
-    a file that is not a video gets an error in the page and the page keeps answering."""
+    a file that is not a video gets an error in the page and the page keeps working: a synthetic example opens and
+    is answered."""
     started = time.monotonic()
     driver = _browser(tmp_path)
-    from videotgb.app import build_app
+    from selenium.webdriver.common.by import By
 
-    model, processor, recipe = shipped
+    from videotgb.app import create_app
+
     decodes = count_decodes(monkeypatch)
-    demo = build_app(VideoChat(model, processor, recipe), title="VideoTGB test")
+    demo = create_app(None, tmp_path / "examples", device="cpu")  # as `videotgb app` makes it
     try:
         demo.queue().launch(
-            server_name="127.0.0.1", server_port=None, share=False, prevent_thread_lock=True, quiet=True
+            server_name="127.0.0.1",
+            server_port=None,
+            share=False,
+            prevent_thread_lock=True,
+            quiet=True,
+            allowed_paths=[str(tmp_path / "examples")],
         )
         path, scene = scene_video
         driver.get(demo.local_url)
@@ -345,7 +352,15 @@ def test_the_page_in_a_headless_browser(shipped, scene_video, tmp_path, monkeypa
         save_screenshot(driver, "app-error.png", tmp_path)
         _ask(driver, scene.question)
         _wait(driver, lambda: "Open a video first" in _text(driver, "chat"), "the refusal")
-        assert decodes.calls == 2
+        assert decodes.calls == 2  # the bad file was tried once
+
+        example = demo_scene(recipe_of(DEFAULT_MODEL), 0)  # the first synthetic example: its video and question
+        driver.find_element(By.CSS_SELECTOR, "#examples [data-testid='dataset-cell-0-1']").click()
+        _wait(driver, lambda: "Opened synthetic_test_0.mp4" in _text(driver, "video-status"), "the example's video")
+        assert driver.find_element(By.CSS_SELECTOR, "#question textarea").get_attribute("value") == example.question
+        driver.find_element(By.ID, "ask").click()
+        _wait(driver, lambda: _text(driver, "chat").endswith(example.answer), "the example's answer")
+        assert decodes.calls == 3
     finally:
         driver.quit()
         demo.close()
@@ -375,6 +390,4 @@ def test_requirements_app_lists_what_gradio_needs_beyond_a_plain_install():
             if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
                 pending.append(requirement.name)
     assert {canonicalize_name(name) for name in pinned} == needed
-    assert pinned == {
-        name: importlib.metadata.version(name) for name in pinned
-    }
+    assert pinned == {name: importlib.metadata.version(name) for name in pinned}

@@ -136,8 +136,9 @@ class VideoChat:
             clip = self.processor.load_video(os.fspath(path))
             flow = self.processor.video_flow(clip)
         except (OSError, ValueError) as error:
-            logger.warning("video %s refused: %s", name, error)
-            return None, f"**Error:** `{name}` cannot be used: {error}"
+            logger.warning("video %s refused: %s", path, error)
+            reason = str(error).replace(f"{os.fspath(path)}: ", "")  # the page names the file once, without its folder
+            return None, f"**Error:** `{name}` cannot be used: {reason}"
         metadata = clip.metadata
         duration = f"{metadata.duration_s:.1f} s, " if metadata is not None and metadata.duration_s else ""
         status = (
@@ -301,7 +302,7 @@ def synthetic_examples(recipe: dict[str, Any], folder: str | os.PathLike, count:
 
 def build_app(chat: VideoChat, examples: list[tuple[str, str]] = (), title: str = "VideoTGB"):
     """The Gradio `Blocks` page over `chat`. Elements carry ``elem_id``s (``video``, ``video-status``, ``chat``,
-    ``question``, ``ask``, ``keyframes``, ``flows``, ``span-plot``, and the controls) for tests and styling."""
+    ``question``, ``ask``, ``examples``, ``keyframes``, ``flows``, ``span-plot``, and the controls) for tests and styling."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import gradio as gr
 
@@ -346,6 +347,7 @@ def build_app(chat: VideoChat, examples: list[tuple[str, str]] = (), title: str 
                         [[path, text] for path, text in examples],
                         inputs=[video, question],
                         label="synthetic examples: a video and a question the shipped model can answer",
+                        elem_id="examples",
                     )
         with gr.Row():
             gallery = gr.Gallery(label="keyframes (time in the video)", columns=4, height=230, elem_id="keyframes")
@@ -358,8 +360,14 @@ def build_app(chat: VideoChat, examples: list[tuple[str, str]] = (), title: str 
 
         def on_ask(text, history, opened, k, n_beams, do_sample, temp, new_tokens):
             settings = Settings(int(k), int(n_beams), bool(do_sample), float(temp), int(new_tokens))
+            shown = None
             for turn in chat.ask(text, history, opened, settings):
-                yield turn.history, turn.keyframes, turn.flows, turn.figure, ""
+                # The pictures are sent once per answer: sending them again with every token would rewrite their
+                # files while the browser reads them.
+                first, shown = shown is None, turn.keyframes
+                pictures = (turn.keyframes, turn.flows) if first else (gr.skip(), gr.skip())
+                figure = turn.figure if turn.figure is not None or first else gr.skip()
+                yield turn.history, *pictures, figure, ""
 
         video.change(on_video, [video], [state, status, chatbot, gallery, flows, plot])
         inputs = [question, chatbot, state, keyframes, beams, sample, temperature, max_new_tokens]
@@ -433,29 +441,54 @@ def add_app_parsers(commands) -> None:
     space.set_defaults(run=_export_space_command)
 
 
-def _app_command(arguments: argparse.Namespace) -> int:
+def create_app(
+    model: str | None,
+    examples_dir: str | os.PathLike,
+    device: str | None = None,
+    dtype: str = "auto",
+    revision: str | None = None,
+    max_file_mb: float = DEFAULT_MAX_FILE_MB,
+    max_video_seconds: float | None = None,
+    examples: int = 3,
+):
+    """Load `model` (a folder or Hub id; None: the shipped tiny model) and build its page, with `examples` synthetic
+    videos written into `examples_dir` (serve it: ``launch(allowed_paths=[examples_dir])``). ValueError naming the
+    flag for a limit that is not positive. Returns the Gradio `Blocks`."""
     from .cli import load_model, load_processor, resolve_device
     from .demo import DEFAULT_MODEL, recipe_of
 
-    if arguments.max_file_mb <= 0:
-        raise ValueError(f"--max-file-mb {arguments.max_file_mb}: must be positive")
-    if arguments.max_video_seconds is not None and arguments.max_video_seconds <= 0:
-        raise ValueError(f"--max-video-seconds {arguments.max_video_seconds}: must be positive")
-    device = resolve_device(arguments.device)
-    model_path = arguments.model or str(DEFAULT_MODEL)
-    processor = load_processor(model_path, arguments.revision)
-    if arguments.max_video_seconds is not None:
+    if max_file_mb <= 0:
+        raise ValueError(f"--max-file-mb {max_file_mb:g}: must be positive")
+    if max_video_seconds is not None and max_video_seconds <= 0:
+        raise ValueError(f"--max-video-seconds {max_video_seconds:g}: must be positive")
+    target = resolve_device(device)
+    model_path = model or str(DEFAULT_MODEL)
+    processor = load_processor(model_path, revision)
+    if max_video_seconds is not None:
         limit = processor.max_video_duration_s
-        processor.max_video_duration_s = min(arguments.max_video_seconds, limit or float("inf"))
-    model = load_model(model_path, arguments.dtype, device, arguments.revision)
-    processor.check_model_config(model.config)
+        processor.max_video_duration_s = min(max_video_seconds, limit or float("inf"))
+    loaded = load_model(model_path, dtype, target, revision)
+    processor.check_model_config(loaded.config)
     recipe = recipe_of(model_path) if Path(model_path).is_dir() else None
-    chat = VideoChat(model, processor, recipe, arguments.max_file_mb)
+    chat = VideoChat(loaded, processor, recipe, max_file_mb)
+    videos = synthetic_examples(recipe or recipe_of(DEFAULT_MODEL), examples_dir, examples) if examples > 0 else []
+    name = "videotgb/default_model" if model is None else model
+    return build_app(chat, videos, title=f"VideoTGB: {name}")
+
+
+def _app_command(arguments: argparse.Namespace) -> int:
     examples_dir = Path(tempfile.mkdtemp(prefix="videotgb-app-"))
     try:
-        examples = synthetic_examples(recipe or recipe_of(DEFAULT_MODEL), examples_dir, arguments.examples)
-        name = Path(model_path).name if arguments.model is None or Path(model_path).is_dir() else arguments.model
-        demo = build_app(chat, examples, title=f"VideoTGB: {name}")
+        demo = create_app(
+            arguments.model,
+            examples_dir,
+            device=arguments.device,
+            dtype=arguments.dtype,
+            revision=arguments.revision,
+            max_file_mb=arguments.max_file_mb,
+            max_video_seconds=arguments.max_video_seconds,
+            examples=arguments.examples,
+        )
         demo.queue().launch(
             server_name=arguments.server_name,
             server_port=arguments.server_port,
