@@ -254,3 +254,21 @@ def test_generate_help_documents_every_flag():
         assert flag in text
     for name in ("colour", "direction", "shape", "held_out", "index.json", "docs/synthetic.md"):
         assert name in text
+
+
+def test_keyframe_interval_sets_the_encoded_keyframes_and_keyframe_aligned_reading_uses_them():
+    from videotgb import video_io
+    from videotgb.synthetic import encode_scene
+
+    config = SyntheticConfig(num_videos={"test": 1}, num_frames=96, keyframe_interval=3)
+    scene = make_scene(config, "test", 0)
+    data = encode_scene(scene)
+    _, scan, metadata = video_io._open_and_index(data, None, None)
+    assert scan.keyframe_indices().tolist() == list(range(0, 96, 3))
+    clip = video_io.read_video(data, 16, 24, alignment="keyframe")
+    assert clip.alignment == "keyframe" and all(index % 3 == 0 for index in clip.candidate_indices)
+    default = encode_scene(make_scene(SyntheticConfig(num_videos={"test": 1}, num_frames=96), "test", 0))
+    _, scan, _ = video_io._open_and_index(default, None, None)
+    assert scan.keyframe_indices().tolist() == [0, 32, 64]  # every 4 seconds at 8 fps
+    with pytest.raises(SyntheticConfigError, match="--keyframe-interval 0: must be an integer >= 1"):
+        SyntheticConfig(keyframe_interval=0)

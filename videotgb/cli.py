@@ -614,6 +614,7 @@ def _synthetic_generate_command(arguments: argparse.Namespace) -> int:
         gap_frames=arguments.gap_frames,
         question_types=tuple(kind.strip() for kind in arguments.question_types.split(",")),
         noise=arguments.noise,
+        keyframe_interval=arguments.keyframe_interval,
     )
     index = generate(
         config,
@@ -721,6 +722,13 @@ def _add_synthetic_commands(commands) -> None:
     )
     generate.add_argument(
         "--noise", type=float, default=defaults.noise, help="std of the per-frame pixel noise (default: %(default)s)"
+    )
+    generate.add_argument(
+        "--keyframe-interval",
+        type=int,
+        default=None,
+        metavar="FRAMES",
+        help="frames between the videos' keyframes (default: 4 seconds' worth)",
     )
     generate.add_argument("--shards", action="store_true", help="also build training shards of each split")
     generate.add_argument(

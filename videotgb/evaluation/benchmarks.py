@@ -1,4 +1,4 @@
-"""Benchmarks that `videotgb eval run` answers, read into :class:`BenchmarkItem` lists (docs/evaluation-running.md).
+"""Benchmarks that `videotgb eval run` answers, read into :class:`BenchmarkItem` lists (docs/evaluation.md).
 
 Three formats:
 

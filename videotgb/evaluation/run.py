@@ -1,5 +1,5 @@
 """`videotgb eval run`: answer a benchmark with a VideoTGB and append the predictions to a JSONL file
-(docs/evaluation-running.md).
+(docs/evaluation.md).
 
 Every item becomes one line of the predictions file, written and flushed as soon as its batch is answered, with the
 keyframes the model read (frame indices and seconds) and the bridge's most likely span. A run that stops (Ctrl-C, a
@@ -257,7 +257,7 @@ def answer_batch(
 def prediction_line(
     item: BenchmarkItem, benchmark: str, format_: str, model: str, generation: dict[str, Any], result: dict[str, Any]
 ) -> dict[str, Any]:
-    """One line of the predictions file (docs/evaluation-running.md#predictions)."""
+    """One line of the predictions file (docs/evaluation.md#predictions)."""
     return {
         "benchmark": benchmark,
         "format": format_,
@@ -413,7 +413,7 @@ examples:
   videotgb eval run --model ORG/VideoTGB --questions MSVD/test_q.json --answers MSVD/test_a.json \\
       --video-dir MSVD/videos --predictions preds/msvd.jsonl --batch-size 8
 
-See docs/evaluation-running.md.
+See docs/evaluation.md.
 """
 
 

@@ -6,7 +6,8 @@ open-ended items when a judge is asked (not ``--no-judge``), exact match and tok
 multiple-choice accuracy on multiple-choice items, and temporal IoU where an item has a gold and a predicted span.
 Items that failed (an ``error`` in their line) are counted and listed, and scored by no metric.
 
-Written into ``--out``: ``results.json`` (the model card's ``model-index`` reads it), ``report.md`` and
+Written into ``--out``: ``results.json`` (every benchmark's numbers, judge and counts; the model card's model-index
+reads it, `videotgb export --eval-results`), ``report.md`` and
 ``report.json`` (a table per benchmark, counts and failures), ``judgements.jsonl`` (every judged item's replies,
 parse and attempts) and ``report.png`` (a bar chart). No API key is written anywhere.
 """

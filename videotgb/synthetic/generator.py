@@ -125,6 +125,9 @@ class SyntheticConfig:
         gap_frames: at least this many frames without a shape between two events.
         question_types: the question types drawn from, uniformly (a subset of :data:`QUESTION_TYPES`).
         noise: standard deviation, in grey levels, of the pixel noise added to every frame.
+        keyframe_interval: frames between the keyframes of the encoded videos (default: 4 seconds' worth). Long real
+            videos have a keyframe every few seconds, i.e. one or more per candidate bin; a short interval gives the
+            synthetic videos that density, to measure keyframe-aligned reading on them.
     """
 
     seed: int = 0
@@ -138,6 +141,7 @@ class SyntheticConfig:
     gap_frames: int = 4
     question_types: tuple[str, ...] = QUESTION_TYPES
     noise: float = 2.0
+    keyframe_interval: int | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "num_videos", dict(self.num_videos))
@@ -200,6 +204,8 @@ class SyntheticConfig:
             raise SyntheticConfigError(f"--question-types {','.join(self.question_types)!r}: a type is repeated")
         if not isinstance(self.noise, (int, float)) or not 0 <= self.noise < 64:
             raise SyntheticConfigError(f"--noise {self.noise!r}: must be a number in [0, 64)")
+        if self.keyframe_interval is not None and (not _is_int(self.keyframe_interval) or self.keyframe_interval < 1):
+            raise SyntheticConfigError(f"--keyframe-interval {self.keyframe_interval!r}: must be an integer >= 1")
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as JSON-ready values (``index.json``'s ``settings``)."""
@@ -257,6 +263,7 @@ class Scene:
     question_type: str
     question: str
     answer: str
+    keyframe_interval: int | None = None  # frames between keyframes when encoded (None: 4 seconds' worth)
 
 
 def question_and_answer(question_type: str, event: Event) -> tuple[str, str]:
@@ -351,6 +358,7 @@ def _scene(
         question_type=question_type,
         question=question,
         answer=answer,
+        keyframe_interval=config.keyframe_interval,
     )
 
 
@@ -444,11 +452,13 @@ def render_frames(scene: Scene) -> Iterator[np.ndarray]:
 
 
 def encode_scene(scene: Scene) -> bytes:
-    """The scene as an H.264 MP4 file's bytes (PyAV, yuv420p, constant frame rate, one keyframe every 4 seconds)."""
+    """The scene as an H.264 MP4 file's bytes (PyAV, yuv420p, constant frame rate, a keyframe every
+    `scene.keyframe_interval` frames, by default every 4 seconds)."""
     import av
 
     target = io.BytesIO()
-    options = {**_X264_OPTIONS, "x264-params": f"{_X264_PARAMS}:keyint={4 * scene.fps}"}
+    interval = scene.keyframe_interval or 4 * scene.fps
+    options = {**_X264_OPTIONS, "x264-params": f"{_X264_PARAMS}:keyint={interval}"}
     with av.open(target, mode="w", format="mp4") as output:
         stream = output.add_stream("libx264", rate=scene.fps, options=options)
         stream.width = stream.height = scene.size

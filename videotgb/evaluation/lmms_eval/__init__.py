@@ -1,5 +1,5 @@
 """VideoTGB as an lmms-eval model: `python -m lmms_eval eval --model videotgb --model_args pretrained=PATH ...`
-(docs/evaluation-running.md#lmms-eval).
+(docs/evaluation.md#lmms-eval).
 
 lmms-eval finds the model through its ``lmms_eval.models`` entry point, which videotgb's setup.cfg registers as
 ``videotgb = videotgb.evaluation.lmms_eval:manifests``. Importing this package does not import lmms-eval: only
