@@ -11,7 +11,16 @@ import pytest
 from conftest import assert_one_line_error, make_processor, real_vocab_model, run_cli
 
 from videotgb.demo import DEFAULT_MODEL, demo_scene, recipe_of
-from videotgb.hub_upload import MANIFEST_NAME, ExportError, check_export, export, main, read_example, verify
+from videotgb.hub_upload import (
+    MANIFEST_NAME,
+    ExportError,
+    check_export,
+    export,
+    main,
+    model_card,
+    read_example,
+    verify,
+)
 from videotgb.synthetic import encode_scene
 
 AUTO_MAP = {
@@ -190,7 +199,12 @@ def test_the_model_card_renders_reloads_and_its_model_index_round_trips(tmp_path
         json.dumps({"settings": {"split": "test", "num_keyframes": 4}, "modes": {"bridge": {"accuracy": 0.8125}}})
     )
     out = export(
-        DEFAULT_MODEL, tmp_path / "hub", repo_id="someone/videotgb-tiny", license="apache-2.0", eval_files=[results]
+        DEFAULT_MODEL,
+        tmp_path / "hub",
+        repo_id="someone/videotgb-tiny",
+        license="apache-2.0",
+        eval_files=[results],
+        space_id="someone/videotgb-tiny-demo",
     )
     assert "README.md" in check_export(out)["files"]
     card = ModelCard.load(out / "README.md")
@@ -209,6 +223,9 @@ def test_the_model_card_renders_reloads_and_its_model_index_round_trips(tmp_path
     assert widget["src"] == "https://huggingface.co/someone/videotgb-tiny/resolve/main/examples/video.mp4"
     assert "(examples/keyframes.png)" in card.text
     assert card.data.base_model is None and card.data.datasets is None  # trained from scratch on generated videos
+    link = "[the someone/videotgb-tiny-demo Space](https://huggingface.co/spaces/someone/videotgb-tiny-demo)"
+    assert f"**Try it in a browser:** {link}" in card.text  # `videotgb export --space-id`
+    assert "Try it" not in model_card(out, "someone/videotgb-tiny").text
 
 
 class TestModelCardBadInput:

@@ -30,9 +30,10 @@ def _declared_entry_point() -> str:
 
 @pytest.mark.slow
 def test_setup_cfg_registers_the_model_and_importing_videotgb_does_not_import_lmms_eval():
-    """Nor does building the CLI (which imports eval run and eval score) import the judge's or the plot's libraries."""
+    """Nor does building the CLI (which imports eval run, eval score and the app's parsers) import the judge's, the
+    plot's or the app's libraries."""
     assert _declared_entry_point() == f"{MODEL_ID} = videotgb.evaluation.lmms_eval:manifests"
-    heavy = ["lmms_eval", "openai", "fastapi", "matplotlib", "evaluate"]
+    heavy = ["lmms_eval", "openai", "fastapi", "matplotlib", "evaluate", "gradio"]
     code = (
         "import sys, videotgb.cli, videotgb.evaluation.run, videotgb.evaluation.score, videotgb.evaluation.lmms_eval; "
         f"videotgb.cli.build_parser(); print([name for name in {heavy!r} if name in sys.modules])"

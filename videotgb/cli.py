@@ -5,6 +5,8 @@ videotgb init --vlm BLIP2_OR_INSTRUCTBLIP --bert BERT --output DIR
 videotgb convert-original --checkpoint RELEASE.ckpt --out DIR [--lora merge|keep] [--trust-pickle]
 videotgb export --model PATH_OR_HUB_ID --out DIR [--overwrite] [--no-verify]
 videotgb demo [--model PATH_OR_HUB_ID --video FILE --question TEXT] [--output DIR]
+videotgb app [--model PATH_OR_HUB_ID] [--server-name ADDRESS --server-port PORT --share]     (Gradio page)
+videotgb export-space --model OWNER/NAME --out DIR                                          (Hugging Face Space)
 videotgb data build --source FORMAT=ANNOTATIONS.json --media-root DIR --output SHARDS_DIR
 videotgb data flow --shards SHARDS_DIR --model CHECKPOINT --output FLOW_DIR
 videotgb data pseudo-spans --shards SHARDS_DIR --model CHECKPOINT --output SPANS_DIR
@@ -758,6 +760,7 @@ DTYPES = ["auto", "float32", "bfloat16", "float16"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .app import add_app_parsers
     from .convert_original import add_convert_parser
     from .hub_upload import add_hub_parsers
     from .optical_flow import ESTIMATORS, FlowConfig
@@ -836,6 +839,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_commands(commands)
     add_convert_parser(commands)
     add_hub_parsers(commands)
+    add_app_parsers(commands)
     return parser
 
 

@@ -84,14 +84,15 @@ def recipe_of(model_folder: str | Path) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def demo_scene(recipe: dict[str, Any]):
-    """The default demo video's scene: test video 0 generated with the recipe's long-video settings."""
+def demo_scene(recipe: dict[str, Any], number: int = DEMO_NUMBER):
+    """The default demo video's scene: test video `number` (default 0) generated with the recipe's long-video
+    settings."""
     from .synthetic import SyntheticConfig, make_scene
 
     settings = recipe["settings"]
     config = SyntheticConfig(
         seed=settings["seed"],
-        num_videos={DEMO_SPLIT: DEMO_NUMBER + 1},
+        num_videos={DEMO_SPLIT: number + 1},
         num_frames=settings["frames"],
         fps=settings["fps"],
         size=settings["size"],
@@ -99,7 +100,7 @@ def demo_scene(recipe: dict[str, Any]):
         event_frames=settings["event_frames"],
         question_types=tuple(settings["question_types"]),
     )
-    return make_scene(config, DEMO_SPLIT, DEMO_NUMBER)
+    return make_scene(config, DEMO_SPLIT, number)
 
 
 def check_question(question: str, recipe: dict[str, Any] | None) -> None:
@@ -145,16 +146,14 @@ def run_demo(model, processor, video, question: str, max_new_tokens: int = 8) ->
     )
 
 
-def plot_demo(result: DemoResult, path: str | Path) -> Path:
-    """Draw the keyframe strip (with timestamps) over the bridge's span probability across the whole video, the
-    true span shaded when known; save as PNG at `path`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+def demo_figure(result: DemoResult):
+    """A matplotlib `Figure` of the keyframe strip (with timestamps) over the bridge's span probability across the
+    whole video, the true span shaded when known. Made without pyplot (no global figure to close): it is freed
+    with its last reference."""
+    from matplotlib.figure import Figure
 
     count = len(result.keyframe_timestamps)
-    figure = plt.figure(figsize=(2.2 * max(count, 4), 5.2), layout="constrained")
+    figure = Figure(figsize=(2.2 * max(count, 4), 5.2), layout="constrained")
     grid = figure.add_gridspec(2, count, height_ratios=[1.1, 1.0])
     for position, (frame, seconds) in enumerate(zip(result.keyframe_frames, result.keyframe_timestamps, strict=True)):
         axis = figure.add_subplot(grid[0, position])
@@ -177,10 +176,14 @@ def plot_demo(result: DemoResult, path: str | Path) -> Path:
     axis.legend(loc="upper right", fontsize=8)
     verdict = "" if result.correct is None else f" (gold: {result.gold})"
     figure.suptitle(f"Q: {result.question}   A: {result.answer}{verdict}", fontsize=11)
+    return figure
+
+
+def plot_demo(result: DemoResult, path: str | Path) -> Path:
+    """Save :func:`demo_figure` as PNG at `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    demo_figure(result).savefig(path, dpi=100)
     return path
 
 
@@ -204,6 +207,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "DemoResult",
     "check_question",
+    "demo_figure",
     "demo_scene",
     "format_result",
     "plot_demo",

@@ -207,6 +207,7 @@ def export(
     license: str | None = None,
     eval_files=(),
     datasets=(),
+    space_id: str | None = None,
 ) -> Path:
     """Write a self-contained Hub folder for a VideoTGB checkpoint into `out_dir` (see the module docstring).
 
@@ -224,6 +225,7 @@ def export(
         eval_files: `videotgb eval score` results.json files or `videotgb synthetic eval --output` files for the
             card's model-index (:func:`eval_results`).
         datasets: Hub dataset ids the model was trained on, for the card's ``datasets`` field.
+        space_id: a Hub Space running the app on this model: the card links to it ("Try it in a browser").
 
     The folder is written next to `out_dir` first and moved into place once complete, so a failed export leaves
     `out_dir` as it was. Returns `out_dir` as a Path.
@@ -232,8 +234,10 @@ def export(
     _check_destination(out, overwrite)
     if repo_id is not None:
         check_repo_id(repo_id)
-    elif eval_files or datasets:
-        raise ValueError("--eval-results and --datasets go into the model card, which needs --repo-id")
+    elif eval_files or datasets or space_id:
+        raise ValueError("--eval-results, --datasets and --space-id go into the model card, which needs --repo-id")
+    if space_id is not None:
+        check_repo_id(space_id, "--space-id")
     if isinstance(model_or_folder, (str, os.PathLike)):
         from .cli import load
 
@@ -255,9 +259,10 @@ def export(
         _write_endpoint_files(staging)
         _write_example(model, processor, staging)
         if repo_id is not None:
-            model_card(staging, repo_id, license=license, eval_files=eval_files, datasets=datasets).save(
-                staging / CARD_NAME
+            card = model_card(
+                staging, repo_id, license=license, eval_files=eval_files, datasets=datasets, space_id=space_id
             )
+            card.save(staging / CARD_NAME)
         pickles = [name for name in _files(staging) if name.endswith(PICKLE_SUFFIXES)]
         if pickles:
             raise ExportError(f"{source}: the export would hold pickle files {', '.join(pickles)}")
@@ -462,16 +467,16 @@ CITATION = """\
 }"""
 
 
-def check_repo_id(repo_id: str) -> None:
-    """ValueError naming `--repo-id` unless it is a valid ``owner/name`` Hub repo id."""
+def check_repo_id(repo_id: str, flag: str = "--repo-id") -> None:
+    """ValueError naming `flag` unless `repo_id` is a valid ``owner/name`` Hub repo id."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     try:
         validate_repo_id(repo_id)
     except HFValidationError as error:
-        raise ValueError(f"--repo-id {repo_id!r} is not a Hub repo id: {error}") from None
+        raise ValueError(f"{flag} {repo_id!r} is not a Hub repo id: {error}") from None
     if repo_id.count("/") != 1:
-        raise ValueError(f"--repo-id {repo_id!r}: expected owner/name")
+        raise ValueError(f"{flag} {repo_id!r}: expected owner/name")
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -557,7 +562,14 @@ def widget_example(repo_id: str, example: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def model_card(folder: str | os.PathLike, repo_id: str, license: str | None = None, eval_files=(), datasets=()):
+def model_card(
+    folder: str | os.PathLike,
+    repo_id: str,
+    license: str | None = None,
+    eval_files=(),
+    datasets=(),
+    space_id: str | None = None,
+):
     """The `huggingface_hub.ModelCard` of an exported folder: metadata through `ModelCardData` (library, pipeline
     tag, base models of a converted release, datasets, license, tags, the widget example, model-index from
     `eval_files`), what the model is with the example's keyframe picture, a usage snippet naming `repo_id`, how it was
@@ -569,6 +581,7 @@ def model_card(folder: str | os.PathLike, repo_id: str, license: str | None = No
         license: license id, or None to leave it out.
         eval_files: evaluation result files for the model-index (:func:`eval_results`).
         datasets: Hub dataset ids the model was trained on, for the ``datasets`` field.
+        space_id: a Hub Space running the app on this model (`videotgb export-space`): the card links to it.
     """
     from huggingface_hub import ModelCard, ModelCardData
 
@@ -612,6 +625,12 @@ def model_card(folder: str | os.PathLike, repo_id: str, license: str | None = No
     else:
         made = "Not recorded in the exported folder."
         limits = "Not evaluated here; check it on your own videos before relying on it."
+    try_it = (
+        ""
+        if space_id is None
+        else f"\n**Try it in a browser:** [the {space_id} Space](https://huggingface.co/spaces/{space_id}) (upload a "
+        "video, ask, and see the keyframes the model read).\n"
+    )
     stamps = ", ".join(f"{seconds:.2f} s" for seconds in example["keyframe_timestamps"])
     start, end = example["true_span_s"]
     example_text = (
@@ -627,7 +646,7 @@ A [VideoTGB](https://arxiv.org/abs/2402.16050) model (EMNLP 2024, *{PAPER}*). A 
 reads cheap optical flow over {candidates} candidate frames and the question, predicts where in the video the answer
 lies, and picks K = {keyframes} keyframes there; only those go through the vision tower and the language model, so
 long videos cost about as much as short ones.
-
+{try_it}
 ## Example
 
 {example_text}
@@ -818,6 +837,12 @@ def add_hub_parsers(commands) -> None:
         metavar="DATASET_ID",
         help="Hub dataset ids the model was trained on, for the model card's datasets field",
     )
+    parser.add_argument(
+        "--space-id",
+        default=None,
+        metavar="OWNER/NAME",
+        help="a Hub Space running `videotgb app` on this model (`videotgb export-space`): the card links to it",
+    )
     parser.set_defaults(run=_export_command)
     add_push_parser(commands)
 
@@ -875,6 +900,7 @@ def _export_command(arguments: argparse.Namespace) -> int:
         license=arguments.license,
         eval_files=arguments.eval_results,
         datasets=arguments.datasets,
+        space_id=arguments.space_id,
     )
     print(f"exported: {folder}")
     if not arguments.no_verify:
