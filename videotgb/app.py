@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from transformers.utils import logging
 
+from .cli import DTYPES
+
 logger = logging.get_logger(__name__)
 
 GRADIO_VERSION = "6.31.0"
@@ -392,7 +394,7 @@ def add_app_parsers(commands) -> None:
     )
     parser.add_argument("--model", default=None, help="checkpoint folder or Hub id (default: the shipped tiny model)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    parser.add_argument("--dtype", default="auto", choices=DTYPES)
     parser.add_argument("--revision", default=None, help="Hub revision of --model")
     parser.add_argument(
         "--server-name",

@@ -31,7 +31,6 @@ from ..keyframes import draw_spans
 from ..pseudo_spans import words
 from .benchmarks import (
     LETTERS,
-    BenchmarkError,
     BenchmarkItem,
     default_benchmark_name,
     load_multiple_choice,
@@ -532,20 +531,9 @@ def _run_command(arguments: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m videotgb.evaluation.run ...`, the same as `videotgb eval run ...`."""
-    from ..cli import expected_errors
+    from ..cli import main as cli_main
 
-    parser = argparse.ArgumentParser(
-        prog="videotgb eval run", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    _add_arguments(parser)
-    arguments = parser.parse_args(argv)
-    try:
-        return arguments.run(arguments)
-    except (*expected_errors(), BenchmarkError) as error:
-        if os.environ.get("VIDEOTGB_TRACEBACK"):
-            raise
-        print(f"videotgb eval run: error: {error}", file=sys.stderr)
-        return 2
+    return cli_main(["eval", "run", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

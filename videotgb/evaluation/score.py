@@ -492,18 +492,9 @@ def _score_command(arguments: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m videotgb.evaluation.score ...`, the same as `videotgb eval score ...`."""
-    parser = argparse.ArgumentParser(
-        prog="videotgb eval score", formatter_class=argparse.RawDescriptionHelpFormatter, description=_DESCRIPTION
-    )
-    _configure(parser)
-    arguments = parser.parse_args(argv)
-    try:
-        return arguments.run(arguments)
-    except (OSError, ValueError) as error:
-        if os.environ.get("VIDEOTGB_TRACEBACK"):
-            raise
-        print(f"videotgb eval score: error: {error}", file=sys.stderr)
-        return 2
+    from ..cli import main as cli_main
+
+    return cli_main(["eval", "score", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
