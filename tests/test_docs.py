@@ -136,3 +136,12 @@ def test_relative_links_resolve(document):
             elif anchor and resolved.suffix == ".md" and unquote(anchor).lower() not in anchors(resolved):
                 broken.append(f"{where} (no heading with anchor #{anchor} in {resolved.relative_to(ROOT)})")
     assert not broken, "broken links:\n" + "\n".join(broken)
+
+
+def test_ci_runs_the_readme_two_commands_exactly():
+    """`.ci/run` runs the README's two commands as written there, in that order."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("## Two commands", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    commands = [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
+    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line.startswith("bash scripts/setup.sh")]
+    assert len(commands) == 2 and ci == commands
