@@ -132,7 +132,7 @@ def videotgb_config(name: str, args: argparse.Namespace):
 def build_models(config, stage_name: str, seed: int) -> tuple[torch.nn.Module, torch.nn.Module, int]:
     """VideoTGB and InstructBlipVideo with the same shared weights, trainable as `stage_name` sets (the baseline:
     the stage's modules it has), in training mode; and the baseline's video placeholder id."""
-    from transformers import InstructBlipVideoConfig, InstructBlipVideoForConditionalGeneration
+    from bench_training import matching_baseline
 
     from videotgb import VideoTGBForConditionalGeneration
     from videotgb.training.stages import apply_stage, get_stage
@@ -142,19 +142,7 @@ def build_models(config, stage_name: str, seed: int) -> tuple[torch.nn.Module, t
     stage = get_stage(stage_name, seq2seq=False)
     apply_stage(videotgb, stage)
     video_token_id = config.text_config.vocab_size - 1  # the inputs never draw it
-    baseline = InstructBlipVideoForConditionalGeneration(
-        InstructBlipVideoConfig(
-            vision_config=config.vision_config.to_dict(),
-            qformer_config=config.qformer_config.to_dict(),
-            text_config=config.text_config.to_dict(),
-            num_query_tokens=config.num_query_tokens,
-            video_token_index=video_token_id,
-        )
-    )
-    shared = {name: value for name, value in videotgb.state_dict().items() if not name.startswith("bridge.")}
-    baseline.load_state_dict(shared, strict=True)
-    for name, parameter in baseline.named_parameters():
-        parameter.requires_grad_(name.split(".", 1)[0] in stage.trainable)
+    baseline = matching_baseline(videotgb, stage, video_token_id)
     return videotgb.train(), baseline.train(), video_token_id
 
 

@@ -134,11 +134,31 @@ def sub_configs(args: argparse.Namespace) -> dict[str, dict]:
     }
 
 
+def matching_baseline(videotgb, stage, video_token_id: int) -> torch.nn.Module:
+    """transformers' `InstructBlipVideoForConditionalGeneration` with VideoTGB's vision, Q-Former and language-model
+    configs and weights (everything but the bridge), training the same modules as `stage`."""
+    from transformers import InstructBlipVideoConfig, InstructBlipVideoForConditionalGeneration
+
+    config = videotgb.config
+    baseline = InstructBlipVideoForConditionalGeneration(
+        InstructBlipVideoConfig(
+            vision_config=config.vision_config.to_dict(),
+            qformer_config=config.qformer_config.to_dict(),
+            text_config=config.text_config.to_dict(),
+            num_query_tokens=config.num_query_tokens,
+            video_token_index=video_token_id,
+        )
+    )
+    shared = {name: value for name, value in videotgb.state_dict().items() if not name.startswith("bridge.")}
+    baseline.load_state_dict(shared, strict=True)
+    for name, parameter in baseline.named_parameters():
+        parameter.requires_grad_(name.split(".", 1)[0] in stage.trainable)
+    return baseline
+
+
 def build_models(args: argparse.Namespace, video_token_id: int) -> tuple[torch.nn.Module, torch.nn.Module]:
     """VideoTGB and InstructBlipVideo with the same shared weights, each frozen but for the `instruct` stage's
     modules, in training mode."""
-    from transformers import InstructBlipVideoConfig, InstructBlipVideoForConditionalGeneration
-
     from videotgb import VideoTGBConfig, VideoTGBForConditionalGeneration
     from videotgb.training.stages import apply_stage, get_stage
 
@@ -156,20 +176,7 @@ def build_models(args: argparse.Namespace, video_token_id: int) -> tuple[torch.n
     stage = get_stage(TRAINABLE_STAGE, seq2seq=False)
     apply_stage(videotgb, stage)
 
-    baseline = InstructBlipVideoForConditionalGeneration(
-        InstructBlipVideoConfig(
-            vision_config=configs["vision_config"],
-            qformer_config=configs["qformer_config"],
-            text_config=configs["text_config"],
-            num_query_tokens=args.query_tokens,
-            video_token_index=video_token_id,
-        )
-    )
-    shared = {name: value for name, value in videotgb.state_dict().items() if not name.startswith("bridge.")}
-    baseline.load_state_dict(shared, strict=True)
-    for name, parameter in baseline.named_parameters():
-        parameter.requires_grad_(name.split(".", 1)[0] in stage.trainable)
-
+    baseline = matching_baseline(videotgb, stage, video_token_id)
     counts = [sum(p.numel() for p in model.parameters() if p.requires_grad) for model in (videotgb, baseline)]
     if counts[0] != counts[1]:
         raise RuntimeError(f"the models train different parameter counts: VideoTGB {counts[0]}, baseline {counts[1]}")
