@@ -998,33 +998,6 @@ class _Reader:
         reason = f"the stream ends after {index + 1} decodable frames, before frame {last}"
         raise _FramesLostError(reason, np.arange(index + 1))
 
-    def _lone_keyframe(self, container: InputContainer, stream: VideoStream, index: int) -> VideoFrame:
-        """Keyframe ``index``, decoded from its own packet after a seek; the decoder is flushed before and after."""
-        import av
-
-        pts = int(self.scan.pts[index])
-        container.seek(pts, stream=stream, backward=True)
-        stream.codec_context.flush_buffers()
-        decoded: list[VideoFrame] = []
-        try:
-            for packet in _demuxed_packets(container, stream, self.opened.name):
-                if packet is None:
-                    break
-                decoded += stream.codec_context.decode(packet)
-                if packet.pts == pts:
-                    decoded += stream.codec_context.decode(None)
-                    break
-        except av.FFmpegError as error:
-            raise _IndexMismatchError(f"keyframe {index} failed to decode after a seek ({error})") from None
-        finally:
-            stream.codec_context.flush_buffers()
-        for frame in decoded:
-            if frame.pts == pts:
-                if not frame.key_frame:
-                    raise _IndexMismatchError(f"frame {index}, indexed as a keyframe, decodes as another picture type")
-                return frame
-        raise _IndexMismatchError(f"seeking to keyframe {index} did not decode it")
-
     def _drain_point(self, targets: list[int], position: int, seek_cost: int) -> int | None:
         """Timestamp of the packet after which the decoder can be drained when seeking for ``targets[position]``.
 
@@ -1061,18 +1034,6 @@ class _Reader:
                 if target < expected:
                     continue
                 keyframe = scan.keyframe_before(target)
-                following = targets[position + 1] if position + 1 < len(targets) else None
-                if (
-                    keyframe == target
-                    and keyframe > expected + seek_cost
-                    and (following is None or scan.keyframe_before(following) > target + 1 + seek_cost)
-                ):
-                    # A keyframe alone (the next target needs a seek anyway): decode its packet only, and drain the
-                    # decoder for it instead of feeding the packets its reordering delay would otherwise wait for.
-                    frames.close()
-                    self._store(self._lone_keyframe(container, stream, target), target, slots, output)
-                    floor = expected = target + 1
-                    continue
                 if keyframe > expected + seek_cost:
                     logger.debug(f"{name}: seeking to keyframe {keyframe} for frame {target}")
                     frames.close()
