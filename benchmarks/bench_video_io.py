@@ -7,7 +7,8 @@ Compares, on generated 640x360 H.264 videos of 1, 10 and 60 minutes (30 fps, x26
   (32 candidates and the 64 pairs of consecutive frames that the flow steps compare);
 - ``auto``, ``seek``, ``sequential``: :func:`videotgb.video_io.read_video` with that strategy;
 - ``keyframe``: :func:`videotgb.video_io.read_video` with ``alignment="keyframe"`` (other frames by design: each
-  candidate and flow step moved to a keyframe; the table adds how far they moved);
+  candidate and flow step moved to a keyframe; the table adds how far they moved), its seek groups decoded by as
+  many threads as the machine's CPUs allow (at most 4); ``keyframe_1thread``: the same on one thread;
 - ``pyav_seek_each``: PyAV's plain seek per target: for each of the 160 frames, ``container.seek`` to its timestamp
   (``backward=True``, landing on the keyframe before it) and decode until that frame, nothing reused;
 - ``torchcodec``: ``torchcodec.decoders.VideoDecoder(path).get_frames_at(indices)``, the same 160 indices;
@@ -44,7 +45,17 @@ import numpy as np
 
 WIDTH, HEIGHT, FPS = 640, 360, 30
 NUM_CANDIDATES, MAX_FLOW_STEPS = 32, 64
-METHODS = ("full_rgb", "auto", "seek", "sequential", "keyframe", "pyav_seek_each", "torchcodec", "decord")
+METHODS = (
+    "full_rgb",
+    "auto",
+    "seek",
+    "sequential",
+    "keyframe",
+    "keyframe_1thread",
+    "pyav_seek_each",
+    "torchcodec",
+    "decord",
+)
 
 
 def _textures(rng: np.random.Generator, count: int) -> list[np.ndarray]:
@@ -163,6 +174,8 @@ def worker(method: str, path: str, save: str | None = None, indices: str | None 
     ``indices`` (comma-separated) replaces the 160 exact frames (``full_rgb`` only: the keyframe mode's check);
     ``save`` names a ``.npy`` file to write the frames to, after the measurement.
     """
+    import av  # noqa: F401  (imports are not part of the measurement)
+
     from videotgb.video_io import flow_pair_ends, read_video
 
     if method == "torchcodec":
@@ -176,17 +189,23 @@ def worker(method: str, path: str, save: str | None = None, indices: str | None 
     if method in READERS:
         frames = READERS[method](path, wanted)
     else:
-        alignment = "keyframe" if method == "keyframe" else "exact"
-        strategy = "auto" if method == "keyframe" else method
-        clip = read_video(path, NUM_CANDIDATES, MAX_FLOW_STEPS, strategy=strategy, alignment=alignment)
+        keyframe = method.startswith("keyframe")
+        clip = read_video(
+            path,
+            NUM_CANDIDATES,
+            MAX_FLOW_STEPS,
+            strategy="auto" if keyframe else method,
+            alignment="keyframe" if keyframe else "exact",
+            threads=1 if method.endswith("_1thread") else None,
+        )
         frames = [*clip.candidate_frames, *clip.flow_frames, *clip.flow_next_frames]
-        if method == "keyframe":
+        if keyframe:
             ends = flow_pair_ends(clip.flow_indices, clip.metadata.num_frames)
             extra = {"indices": clip.candidate_indices + clip.flow_indices + ends}
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     stacked = np.stack([np.ascontiguousarray(frame) for frame in frames])
-    if method == "keyframe":
+    if method.startswith("keyframe"):
         extra.update(_shift_stats(path, clip))
     if save:
         np.save(save, stacked)
@@ -226,33 +245,38 @@ def _compare(frames_file: Path, reference_file: Path) -> dict:
 
 
 def _measure(minutes: float, path: Path, methods: list[str], repeats: int, env: dict, scratch: Path) -> list[dict]:
-    """The rows for one video: the median of ``repeats`` runs per method, each compared with ``full_rgb``."""
+    """The rows for one video: the median of ``repeats`` runs per method, each compared with ``full_rgb``.
+
+    The repeats are interleaved (every method once, then every method again, ...), so that a slow spell of the machine
+    falls on all methods alike.
+    """
+    runs: dict[str, list[dict]] = {method: [] for method in methods}
+    for repeat in range(repeats):
+        for method in methods:
+            if runs[method] and "error" in runs[method][-1]:
+                continue
+            save = scratch / f"{method}.npy" if repeat == 0 else None
+            runs[method].append(_run_worker(env, method, path, save))
+            print(f"{minutes:g} min {method}: {runs[method][-1]}", file=sys.stderr, flush=True)
     results = {}
     for method in methods:
-        runs = []
-        for repeat in range(repeats):
-            save = scratch / f"{method}.npy" if repeat == 0 else None
-            runs.append(_run_worker(env, method, path, save))
-            print(f"{minutes:g} min {method}: {runs[-1]}", file=sys.stderr, flush=True)
-            if "error" in runs[-1]:
-                break
-        timed = sorted((run for run in runs if "error" not in run), key=lambda run: run["seconds"])
-        result = dict(timed[len(timed) // 2]) if timed else dict(runs[-1])
+        timed = sorted((run for run in runs[method] if "error" not in run), key=lambda run: run["seconds"])
+        result = dict(timed[len(timed) // 2]) if timed else dict(runs[method][-1])
         result["all_seconds"] = [run["seconds"] for run in timed]
         results[method] = result
-    if "keyframe" in results and "indices" in results["keyframe"]:
-        check = _run_worker(
-            env, "full_rgb", path, scratch / "full_rgb_at_keyframes.npy", results["keyframe"]["indices"]
-        )
-        results["keyframe"]["reference_sha1"] = check["sha1"]
-        results["keyframe"].update(_compare(scratch / "keyframe.npy", scratch / "full_rgb_at_keyframes.npy"))
+    aligned = [method for method in methods if method.startswith("keyframe") and "indices" in results[method]]
+    for method in aligned:
+        reference_file = scratch / f"full_rgb_at_{method}.npy"
+        check = _run_worker(env, "full_rgb", path, reference_file, results[method]["indices"])
+        results[method]["reference_sha1"] = check["sha1"]
+        results[method].update(_compare(scratch / f"{method}.npy", reference_file))
     reference = results.get("full_rgb")
     rows = []
     for method, result in results.items():
         result.pop("indices", None)
         if reference and "error" not in result:
             result["speedup"] = reference["seconds"] / result["seconds"]
-            if method != "keyframe":
+            if method not in aligned:
                 result.update(_compare(scratch / f"{method}.npy", scratch / "full_rgb.npy"))
         rows.append({"minutes": minutes, "method": method, **result})
     return rows
