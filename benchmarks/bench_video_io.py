@@ -265,10 +265,13 @@ def _measure(minutes: float, path: Path, methods: list[str], repeats: int, env: 
         result["all_seconds"] = [run["seconds"] for run in timed]
         results[method] = result
     aligned = [method for method in methods if method.startswith("keyframe") and "indices" in results[method]]
+    checks: dict[tuple[int, ...], tuple[Path, str]] = {}  # one full decode per set of indices
     for method in aligned:
-        reference_file = scratch / f"full_rgb_at_{method}.npy"
-        check = _run_worker(env, "full_rgb", path, reference_file, results[method]["indices"])
-        results[method]["reference_sha1"] = check["sha1"]
+        indices = tuple(results[method]["indices"])
+        if indices not in checks:
+            reference_file = scratch / f"full_rgb_at_{method}.npy"
+            checks[indices] = reference_file, _run_worker(env, "full_rgb", path, reference_file, list(indices))["sha1"]
+        reference_file, results[method]["reference_sha1"] = checks[indices]
         results[method].update(_compare(scratch / f"{method}.npy", reference_file))
     reference = results.get("full_rgb")
     rows = []
