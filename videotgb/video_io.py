@@ -789,10 +789,12 @@ class _Scan:
         self.key_pos = np.zeros(0, dtype=np.int64)
         self.key_pts = np.zeros(0, dtype=np.int64)
 
-    def index_packets(self, pts: list[int | None], key: list[bool], name: str) -> None:
+    def index_packets(
+        self, pts: Sequence[int | None] | np.ndarray, key: Sequence[bool] | np.ndarray, name: str
+    ) -> None:
         """Build the frame index from the stream's packets, in decode order."""
         self.num_frames = len(pts)
-        if any(value is None for value in pts):
+        if _has_none(pts):
             logger.info(f"{name}: packets without timestamps; frames will be counted by decoding sequentially")
             self.average_rate = self.codec_rate or self.average_rate
             return
@@ -939,7 +941,10 @@ def _scan(container: InputContainer, stream: VideoStream, opened: _Source, count
         keep = _decodable_packets(pts, first_key or 0, first_frame.pts)
         if len(keep) < len(pts):
             logger.info(f"{name}: the stream starts in a keyframe group; skipping {len(pts) - len(keep)} frames")
-        scan.index_packets([pts[i] for i in keep], [key[i] for i in keep], name)
+        if isinstance(pts, np.ndarray):
+            scan.index_packets(pts[keep], np.asarray(key)[keep], name)
+        else:
+            scan.index_packets([pts[i] for i in keep], [key[i] for i in keep], name)
     return scan
 
 
@@ -949,7 +954,7 @@ def _scan(container: InputContainer, stream: VideoStream, opened: _Source, count
 
 def _mp4_sample_index(
     container: InputContainer, stream: VideoStream, opened: _Source, pts: list[int | None], key: list[bool]
-) -> tuple[list[int | None], list[bool]] | None:
+) -> tuple[np.ndarray, np.ndarray] | None:
     """Every packet's presentation timestamp and keyframe flag, in decode order, without demuxing an MP4/MOV file.
 
     FFmpeg's MP4 demuxer builds its index of samples (decode timestamps, keyframe and discard flags, file positions)
@@ -995,7 +1000,7 @@ def _mp4_sample_index(
     if not (np.array_equal(presentation[: len(pts)], pts) and np.array_equal(keyframes[: len(key)], key)):
         logger.debug(f"{opened.name}: the MP4 sample tables disagree with the demuxed packets; demuxing them all")
         return None
-    return presentation.tolist(), keyframes.tolist()
+    return presentation, keyframes
 
 
 def _mp4_boxes(file: IO[bytes], start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
@@ -1071,7 +1076,11 @@ def _mp4_composition_offsets(file: IO[bytes], size: int, track_id: int) -> np.nd
     return None
 
 
-def _decodable_packets(pts: list[int | None], first_key: int, first_pts: int | None) -> list[int]:
+def _has_none(values: Sequence[int | None] | np.ndarray) -> bool:
+    return not isinstance(values, np.ndarray) and any(value is None for value in values)
+
+
+def _decodable_packets(pts: Sequence[int | None] | np.ndarray, first_key: int, first_pts: int | None) -> np.ndarray:
     """Positions (decode order) of the packets whose frames a decoder outputs, from a stream's start.
 
     A stream cut in the middle of a keyframe group (an MPEG-TS segment, a cut by stream copy) starts with packets
@@ -1081,10 +1090,10 @@ def _decodable_packets(pts: list[int | None], first_key: int, first_pts: int | N
     before the first frame the decoder output (``first_pts``) are the ones it dropped; without, the packets before
     the first keyframe packet (``first_key``) are left out.
     """
-    if first_pts is None or any(value is None for value in pts):
-        return list(range(first_key, len(pts)))
-    window = first_key + _MAX_REORDER
-    return [i for i, value in enumerate(pts) if i >= window or value >= first_pts]
+    if first_pts is None or _has_none(pts):
+        return np.arange(first_key, len(pts))
+    presented = np.asarray(pts, dtype=np.int64) >= first_pts
+    return np.flatnonzero(presented | (np.arange(len(pts)) >= first_key + _MAX_REORDER))
 
 
 # --------------------------------------------------------------------------------------------------------------------
