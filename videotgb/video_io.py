@@ -14,7 +14,7 @@ How a read works:
    cover art (``attached_pic``), text files (FFmpeg opens them as ANSI art), still images, codecs this FFmpeg build
    cannot decode, streams where no frame decodes, and videos beyond ``max_pixels`` or ``max_duration_s``.
 2. **Index.** Each frame's presentation timestamp and the keyframes are recorded, from the sample tables of an
-   MP4/MOV file (0.02 s for 10 minutes at 30 fps, 0.1 s for an hour; checked against the packets demuxed up to the
+   MP4/MOV file (0.02 s for 10 minutes at 30 fps, 0.08 s for an hour; checked against the packets demuxed up to the
    first frame) or else by demuxing every packet *without decoding* (0.07 s and 0.4 s). Frame ``i`` is the
    ``i``-th frame in presentation order, the ``i``-th frame a plain full decode outputs. Packets a decoder never
    outputs are left out: those flagged for discarding (outside an MP4 edit list) and, in a stream that starts in the
@@ -101,8 +101,8 @@ _SEEK_COST_FRAMES = 8
 # A packet's presentation rank may differ from its decode position by the decoder's reorder depth (B-frames). A
 # larger difference means timestamps that jump (concatenated streams, wrap-around) and cannot index frames.
 _MAX_REORDER = 64
-# Most decoding threads ``threads=None`` picks (each opens the file and runs its own decoder): the seek groups of 96
-# places spread over two threads read 1.6x faster on two cores; beyond four, decoders' memory grows for little gain.
+# Most decoding threads ``threads=None`` picks (each opens the file and runs its own decoder): two threads read the
+# 160 exact frames of a 10-minute video 1.3x faster on two cores; beyond four, decoders' memory grows for little gain.
 _MAX_AUTO_THREADS = 4
 # FFmpeg's AVIndexEntry flags (libavformat/avformat.h).
 _AVINDEX_KEYFRAME = 0x1
@@ -960,8 +960,8 @@ def _mp4_sample_index(
     FFmpeg's MP4 demuxer builds its index of samples (decode timestamps, keyframe and discard flags, file positions)
     from the file's sample tables when it opens the file; a sample's presentation timestamp is its decode timestamp
     plus its composition offset from the ``ctts`` box, which PyAV does not expose and :func:`_mp4_composition_offsets`
-    reads. This replaces a pass that demuxes every packet (0.06 s for 10 minutes at 30 fps, 0.4 s for an hour, on the
-    machine of BENCHMARKS.md) by a read of the tables (about 0.01 s).
+    reads. This replaces a pass that demuxes every packet (0.07 s for 10 minutes at 30 fps, 0.42 s for an hour, on
+    the machine of BENCHMARKS.md) by a pass over FFmpeg's index and a read of the tables (0.02 s and 0.08 s).
 
     ``pts`` and ``key`` are the packets already demuxed (up to the first decoded frame, empty and discarded packets
     left out): the index must give exactly these first, which also fixes the constant by which the demuxer may shift
@@ -970,7 +970,9 @@ def _mp4_sample_index(
     it), when the file is fragmented or its tables do not cover FFmpeg's index one to one, when a sample lies beyond
     the end of the file (a truncated file), or when the index disagrees with the demuxed packets.
     """
-    if "mov" not in container.format.name.split(",") or not pts or opened.fileobj is not None:
+    if "mov" not in container.format.name.split(",") or opened.fileobj is not None:
+        return None
+    if not pts or any(value is None for value in pts):
         return None
     entries = stream.index_entries
     count = len(entries)
@@ -993,7 +995,7 @@ def _mp4_sample_index(
     indexed = (sizes > 0) & (flags & _AVINDEX_DISCARD_FRAME == 0)
     presentation = (timestamps + offsets)[indexed]
     keyframes = (flags & _AVINDEX_KEYFRAME != 0)[indexed]
-    if len(presentation) < len(pts) or any(value is None for value in pts):
+    if len(presentation) < len(pts):
         return None
     shift = int(pts[0]) - int(presentation[0])
     presentation += shift
