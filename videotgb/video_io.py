@@ -1225,27 +1225,10 @@ class _Reader:
         reason = f"the stream ends after {index + 1} decodable frames, before frame {last}"
         raise _FramesLostError(reason, np.arange(index + 1))
 
-    def _drain_point(self, targets: list[int], position: int, seek_cost: int) -> int | None:
-        """Timestamp of the packet after which the decoder can be drained when seeking for ``targets[position]``.
-
-        The targets read by decoding on after that seek end before the first one that needs a seek of its own (or
-        at the last target); the packet is the last one in decode order among the frames from the keyframe to the
-        last of those targets, so that every one of them is decoded by then. ``None`` when the targets run to the
-        end of the stream anyway.
-        """
-        scan = self.scan
-        keyframe = scan.keyframe_before(targets[position])
-        last = position
-        while last + 1 < len(targets) and scan.keyframe_before(targets[last + 1]) <= targets[last] + 1 + seek_cost:
-            last += 1
-        if last + 1 == len(targets) and targets[last] == scan.num_frames - 1:
-            return None
-        frames = np.arange(keyframe, targets[last] + 1)
-        return int(scan.pts[frames[np.argmax(scan.decode_pos[frames])]])
-
     def _seek_groups(self, targets: list[int], seek_cost: int) -> list[list[int]]:
-        """``targets`` (increasing, distinct) cut where :meth:`_read_seeking` seeks: each group after the first starts
-        with a seek to its first target's keyframe and reaches its other targets by decoding on."""
+        """``targets`` (increasing, distinct) cut where reading them seeks: a target starts a group when its keyframe
+        lies more than ``seek_cost`` frames beyond the frame after the previous target; the other targets of a group
+        are reached by decoding on. The first group seeks only if its keyframe is that far from the start."""
         groups: list[list[int]] = []
         expected = 0
         for target in targets:
@@ -1254,6 +1237,18 @@ class _Reader:
             groups[-1].append(target)
             expected = target + 1
         return groups
+
+    def _drain_point(self, keyframe: int, group: list[int]) -> int | None:
+        """Timestamp of the packet after which the decoder can be drained, having sought ``keyframe`` for ``group``.
+
+        It is the last packet in decode order among the frames from the keyframe to the group's last target, so that
+        every target of the group is decoded by then. ``None`` when the group runs to the end of the stream anyway.
+        """
+        scan = self.scan
+        if group[-1] == scan.num_frames - 1:
+            return None
+        frames = np.arange(keyframe, group[-1] + 1)
+        return int(scan.pts[frames[np.argmax(scan.decode_pos[frames])]])
 
     def _read_seeking_parallel(self, slots: dict[int, list[int]], output: np.ndarray, seek_cost: int) -> None:
         """:meth:`_read_seeking`, with the seek groups shared among up to ``threads`` threads, each with its own
@@ -1265,21 +1260,24 @@ class _Reader:
         groups = self._seek_groups(sorted(slots), seek_cost)
         threads = min(self.threads, len(groups))
         if threads < 2:
-            self._read_seeking(slots, output, seek_cost)
+            self._read_seeking(groups, slots, output, seek_cost)
             return
         work = np.cumsum([group[-1] - max(self.scan.keyframe_before(group[0]), 0) + 1 for group in groups])
         # group g goes to the run in which its cumulative work ends
         runs = np.minimum((work - 1) * threads // work[-1], threads - 1)
-        parts: list[dict[int, list[int]]] = [{} for _ in range(threads)]
+        parts: list[list[list[int]]] = [[] for _ in range(threads)]
         for group, run in zip(groups, runs, strict=True):
-            parts[run].update((target, slots[target]) for target in group)
+            parts[run].append(group)
         with concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="videotgb-decode") as pool:
-            futures = [pool.submit(self._read_seeking, part, output, seek_cost) for part in parts if part]
+            futures = [pool.submit(self._read_seeking, part, slots, output, seek_cost) for part in parts if part]
             concurrent.futures.wait(futures)
         for future in futures:
             future.result()
 
-    def _read_seeking(self, slots: dict[int, list[int]], output: np.ndarray, seek_cost: int) -> None:
+    def _read_seeking(
+        self, groups: list[list[int]], slots: dict[int, list[int]], output: np.ndarray, seek_cost: int
+    ) -> None:
+        """Read the targets of ``groups`` (consecutive seek groups of :meth:`_seek_groups`) with one decoder."""
         from av.video.frame import PictureType
 
         scan, name = self.scan, self.opened.name
@@ -1292,35 +1290,35 @@ class _Reader:
             # is not one would otherwise decode into garbage without an error.
             floor = expected = 0
             awaiting_keyframe = False
-            targets = sorted(slots)
-            for position, target in enumerate(targets):
-                if target < expected:
-                    continue
-                keyframe = scan.keyframe_before(target)
+            for group in groups:
+                keyframe = scan.keyframe_before(group[0])
                 if keyframe > expected + seek_cost:
-                    logger.debug(f"{name}: seeking to keyframe {keyframe} for frame {target}")
+                    logger.debug(f"{name}: seeking to keyframe {keyframe} for frame {group[0]}")
                     frames.close()
                     container.seek(int(scan.pts[keyframe]), stream=stream, backward=True)
-                    frames = _decoded_frames(container, stream, name, self._drain_point(targets, position, seek_cost))
+                    frames = _decoded_frames(container, stream, name, self._drain_point(keyframe, group))
                     floor = expected = keyframe
                     awaiting_keyframe = True
-                for frame in frames:
-                    index = scan.frame_of(frame.pts)
-                    if index is None:
-                        raise _IndexMismatchError(f"decoded a frame with timestamp {frame.pts} that the index lacks")
-                    if awaiting_keyframe:
-                        if frame.key_frame or frame.pict_type == PictureType.I:
-                            awaiting_keyframe = False
-                        elif index >= floor:
-                            raise _IndexMismatchError(f"seeking for frame {floor} did not land on a keyframe")
-                    if index < floor:
-                        continue
-                    if index != expected:
-                        raise _IndexMismatchError(f"expected frame {expected}, decoded frame {index}")
-                    expected = index + 1
-                    if index in slots:
-                        self._store(frame, index, slots, output)
-                    if index == target:
-                        break
-                else:
-                    raise _IndexMismatchError(f"the stream ended before frame {target} after a seek")
+                for target in group:
+                    for frame in frames:
+                        index = scan.frame_of(frame.pts)
+                        if index is None:
+                            raise _IndexMismatchError(
+                                f"decoded a frame with timestamp {frame.pts} that the index lacks"
+                            )
+                        if awaiting_keyframe:
+                            if frame.key_frame or frame.pict_type == PictureType.I:
+                                awaiting_keyframe = False
+                            elif index >= floor:
+                                raise _IndexMismatchError(f"seeking for frame {floor} did not land on a keyframe")
+                        if index < floor:
+                            continue
+                        if index != expected:
+                            raise _IndexMismatchError(f"expected frame {expected}, decoded frame {index}")
+                        expected = index + 1
+                        if index in slots:
+                            self._store(frame, index, slots, output)
+                        if index == target:
+                            break
+                    else:
+                        raise _IndexMismatchError(f"the stream ended before frame {target} after a seek")
